@@ -1,0 +1,365 @@
+//! Speaker-independent cross-validation folds.
+//!
+//! Every fold is checked before it is returned: train and test never share a
+//! speaker (a [`FoldError::SpeakerLeak`], not a debug assertion), and each
+//! fold's train and test sets together cover every clip exactly once.
+//!
+//! EmoBox protocol (Ma et al., 2024; fold files in the EmoBox repository):
+//! RAVDESS 6 folds of 4 actors, SAVEE leave-one-speaker-out in EmoBox's fold
+//! order. EmoBox's single TESS and CREMA-D folds are file-level random
+//! splits that put every speaker on both sides; they are reproduced from
+//! EmoBox's test lists only when speaker overlap is explicitly allowed.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::{Clip, Corpus};
+
+/// Actors in each RAVDESS test fold of EmoBox (`data/ravdess/fold_{1..6}`).
+const EMOBOX_RAVDESS: [[&str; 4]; 6] = [
+    ["01", "11", "20", "21"],
+    ["04", "10", "12", "14"],
+    ["08", "09", "19", "23"],
+    ["03", "05", "07", "24"],
+    ["02", "15", "16", "18"],
+    ["06", "13", "17", "22"],
+];
+
+/// SAVEE test speakers of EmoBox's folds 1–4.
+const EMOBOX_SAVEE: [&str; 4] = ["JE", "KL", "DC", "JK"];
+
+/// File stems of EmoBox's TESS test fold (700 of 2800 clips).
+const EMOBOX_TESS_TEST: &str = include_str!("emobox/tess_test_fold_1.txt");
+/// File stems of EmoBox's CREMA-D test fold (1856 of 7442 clips).
+const EMOBOX_CREMA_D_TEST: &str = include_str!("emobox/crema_d_test_fold_1.txt");
+
+/// How clips are split into folds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "name")]
+pub enum Protocol {
+    /// EmoBox's published folds for the corpus.
+    Emobox,
+    /// `k` folds of whole speakers, assigned after a seeded shuffle.
+    Kfold { k: usize },
+    /// One fold per speaker (leave one speaker out).
+    Loso,
+}
+
+/// One train/test split, as indices into the clip list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fold {
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+    pub test_speakers: Vec<String>,
+}
+
+/// Why no folds could be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FoldError {
+    #[error(
+        "{count} clips have no speaker (first: {first}); speaker-independent folds need one for every clip (use <label>/<speaker>/<file> or a manifest)"
+    )]
+    NoSpeaker { count: usize, first: String },
+    #[error("k = {k} folds need between 2 and the number of speakers ({speakers})")]
+    BadK { k: usize, speakers: usize },
+    #[error("fold {fold}: speaker {speaker} is in both train and test")]
+    SpeakerLeak { fold: usize, speaker: String },
+    #[error("fold {fold}: clip {clip} is in train and test, or in neither")]
+    Coverage { fold: usize, clip: String },
+    #[error("fold {fold} has no test clips ({detail})")]
+    EmptyTest { fold: usize, detail: String },
+    #[error("fold {fold} has no training clips")]
+    EmptyTrain { fold: usize },
+    #[error("EmoBox defines folds for ravdess, savee, tess and crema-d, not {corpus}")]
+    NoEmoboxFolds { corpus: &'static str },
+    #[error(
+        "EmoBox's {corpus} split is file-level: every speaker is in both train and test; use leave-one-speaker-out (--protocol loso) for a cross-speaker split, or allow speaker overlap (--allow-speaker-overlap) to reproduce EmoBox"
+    )]
+    EmoboxSpeakerDependent { corpus: &'static str },
+    #[error("fewer than 2 speakers ({speakers}): no speaker-independent split exists")]
+    TooFewSpeakers { speakers: usize },
+}
+
+/// Options of [`make_folds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoldOptions {
+    pub protocol: Protocol,
+    pub seed: u64,
+    /// Permits EmoBox's speaker-dependent TESS and CREMA-D splits; the leak
+    /// check then only checks that no clip is on both sides.
+    pub allow_speaker_overlap: bool,
+}
+
+/// Splits `clips` (all of one `corpus`) into checked folds.
+pub fn make_folds(clips: &[Clip], corpus: Corpus, options: &FoldOptions) -> Result<Vec<Fold>, FoldError> {
+    let speaker_dependent =
+        matches!(options.protocol, Protocol::Emobox) && matches!(corpus, Corpus::Tess | Corpus::CremaD);
+    if speaker_dependent && !options.allow_speaker_overlap {
+        return Err(FoldError::EmoboxSpeakerDependent {
+            corpus: corpus.as_str(),
+        });
+    }
+    let test_sets: Vec<Vec<usize>> = match options.protocol {
+        Protocol::Emobox => emobox_test_sets(clips, corpus)?,
+        Protocol::Kfold { k } => kfold_test_sets(clips, k, options.seed)?,
+        Protocol::Loso => {
+            let by_speaker = group_by_speaker(clips)?;
+            if by_speaker.len() < 2 {
+                return Err(FoldError::TooFewSpeakers {
+                    speakers: by_speaker.len(),
+                });
+            }
+            by_speaker.into_values().collect()
+        }
+    };
+    let folds: Vec<Fold> = test_sets.into_iter().map(|test| complete_fold(clips, test)).collect();
+    for (index, fold) in folds.iter().enumerate() {
+        check_fold(clips, fold, index + 1, !speaker_dependent)?;
+    }
+    Ok(folds)
+}
+
+/// Verifies one fold (numbered from 1 in messages): every clip on exactly one
+/// side, both sides non-empty, and — when asked — no speaker on both sides.
+pub fn check_fold(clips: &[Clip], fold: &Fold, number: usize, speaker_independent: bool) -> Result<(), FoldError> {
+    let mut seen = vec![0u8; clips.len()];
+    for &i in fold.train.iter().chain(&fold.test) {
+        seen[i] += 1;
+    }
+    if let Some(i) = seen.iter().position(|&n| n != 1) {
+        return Err(FoldError::Coverage {
+            fold: number,
+            clip: clips[i].path.display().to_string(),
+        });
+    }
+    if fold.test.is_empty() {
+        return Err(FoldError::EmptyTest {
+            fold: number,
+            detail: "no clip matched".into(),
+        });
+    }
+    if fold.train.is_empty() {
+        return Err(FoldError::EmptyTrain { fold: number });
+    }
+    if speaker_independent {
+        let test_speakers: HashSet<&str> = fold.test.iter().filter_map(|&i| clips[i].speaker.as_deref()).collect();
+        if let Some(speaker) = fold
+            .train
+            .iter()
+            .filter_map(|&i| clips[i].speaker.as_deref())
+            .find(|s| test_speakers.contains(s))
+        {
+            return Err(FoldError::SpeakerLeak {
+                fold: number,
+                speaker: speaker.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Clip counts per label on each side of a fold.
+pub fn class_balance(clips: &[Clip], indices: &[usize]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for &i in indices {
+        *counts.entry(clips[i].label.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn complete_fold(clips: &[Clip], mut test: Vec<usize>) -> Fold {
+    test.sort_unstable();
+    let in_test: HashSet<usize> = test.iter().copied().collect();
+    let train = (0..clips.len()).filter(|i| !in_test.contains(i)).collect();
+    let test_speakers: BTreeSet<String> = test.iter().filter_map(|&i| clips[i].speaker.clone()).collect();
+    Fold {
+        train,
+        test,
+        test_speakers: test_speakers.into_iter().collect(),
+    }
+}
+
+/// Clip indices per speaker, speakers in sorted order.
+fn group_by_speaker(clips: &[Clip]) -> Result<BTreeMap<&str, Vec<usize>>, FoldError> {
+    let missing: Vec<&Clip> = clips.iter().filter(|clip| clip.speaker.is_none()).collect();
+    if let Some(first) = missing.first() {
+        return Err(FoldError::NoSpeaker {
+            count: missing.len(),
+            first: first.path.display().to_string(),
+        });
+    }
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, clip) in clips.iter().enumerate() {
+        groups
+            .entry(clip.speaker.as_deref().expect("checked above"))
+            .or_default()
+            .push(i);
+    }
+    Ok(groups)
+}
+
+/// Shuffles speakers with the seed, then gives each to the fold with the
+/// fewest clips so far: folds stay balanced when speakers differ in size.
+fn kfold_test_sets(clips: &[Clip], k: usize, seed: u64) -> Result<Vec<Vec<usize>>, FoldError> {
+    let groups = group_by_speaker(clips)?;
+    if k < 2 || k > groups.len() {
+        return Err(FoldError::BadK {
+            k,
+            speakers: groups.len(),
+        });
+    }
+    let mut speakers: Vec<Vec<usize>> = groups.into_values().collect();
+    speakers.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut folds: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for speaker in speakers {
+        let smallest = (0..k).min_by_key(|&f| (folds[f].len(), f)).expect("k >= 2");
+        folds[smallest].extend(speaker);
+    }
+    Ok(folds)
+}
+
+fn emobox_test_sets(clips: &[Clip], corpus: Corpus) -> Result<Vec<Vec<usize>>, FoldError> {
+    let by_speakers = |groups: Vec<Vec<String>>| -> Vec<Vec<usize>> {
+        groups
+            .into_iter()
+            .map(|speakers| {
+                (0..clips.len())
+                    .filter(|&i| clips[i].speaker.as_ref().is_some_and(|s| speakers.contains(s)))
+                    .collect()
+            })
+            .collect()
+    };
+    let by_stems = |list: &str| -> Vec<Vec<usize>> {
+        let stems: HashSet<&str> = list.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let test = (0..clips.len())
+            .filter(|&i| {
+                clips[i]
+                    .path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| stems.contains(s))
+            })
+            .collect();
+        vec![test]
+    };
+    Ok(match corpus {
+        Corpus::Ravdess => by_speakers(
+            EMOBOX_RAVDESS
+                .iter()
+                .map(|actors| actors.iter().map(|a| format!("ravdess:{a}")).collect())
+                .collect(),
+        ),
+        Corpus::Savee => by_speakers(EMOBOX_SAVEE.iter().map(|s| vec![format!("savee:{s}")]).collect()),
+        Corpus::Tess => by_stems(EMOBOX_TESS_TEST),
+        Corpus::CremaD => by_stems(EMOBOX_CREMA_D_TEST),
+        Corpus::Folder | Corpus::Manifest => {
+            return Err(FoldError::NoEmoboxFolds {
+                corpus: corpus.as_str(),
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Emotion;
+    use std::path::PathBuf;
+
+    fn clip(speaker: &str, n: usize) -> Clip {
+        Clip {
+            path: PathBuf::from(format!("{speaker}/{n}.wav")),
+            corpus: Corpus::Folder,
+            speaker: Some(format!("folder:{speaker}")),
+            label: Emotion::Happy.as_str().into(),
+            native_label: "happy".into(),
+        }
+    }
+
+    fn corpus(speakers: usize, per_speaker: usize) -> Vec<Clip> {
+        (0..speakers)
+            .flat_map(|s| (0..per_speaker).map(move |n| clip(&format!("s{s}"), n)))
+            .collect()
+    }
+
+    #[test]
+    fn kfold_is_seeded_and_balanced() {
+        let clips = corpus(10, 3);
+        let options = FoldOptions {
+            protocol: Protocol::Kfold { k: 5 },
+            seed: 7,
+            allow_speaker_overlap: false,
+        };
+        let a = make_folds(&clips, Corpus::Folder, &options).unwrap();
+        let b = make_folds(&clips, Corpus::Folder, &options).unwrap();
+        assert_eq!(a, b);
+        assert!(
+            a.iter()
+                .all(|fold| fold.test.len() == 6 && fold.test_speakers.len() == 2)
+        );
+        let other = make_folds(&clips, Corpus::Folder, &FoldOptions { seed: 8, ..options }).unwrap();
+        assert_ne!(a, other, "another seed should give other folds");
+    }
+
+    #[test]
+    fn a_leaking_fold_is_refused() {
+        let clips = corpus(3, 2);
+        let fold = Fold {
+            train: vec![0, 2, 3, 4, 5],
+            test: vec![1],
+            test_speakers: vec!["folder:s0".into()],
+        };
+        assert_eq!(
+            check_fold(&clips, &fold, 1, true),
+            Err(FoldError::SpeakerLeak {
+                fold: 1,
+                speaker: "folder:s0".into()
+            })
+        );
+        let fold = Fold {
+            train: vec![0, 1, 2],
+            test: vec![2, 3, 4, 5],
+            test_speakers: vec![],
+        };
+        assert!(matches!(
+            check_fold(&clips, &fold, 2, true),
+            Err(FoldError::Coverage { fold: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_k_and_missing_speakers() {
+        let clips = corpus(3, 2);
+        let options = FoldOptions {
+            protocol: Protocol::Kfold { k: 4 },
+            seed: 0,
+            allow_speaker_overlap: false,
+        };
+        assert_eq!(
+            make_folds(&clips, Corpus::Folder, &options),
+            Err(FoldError::BadK { k: 4, speakers: 3 })
+        );
+        let mut clips = clips;
+        clips[0].speaker = None;
+        let loso = FoldOptions {
+            protocol: Protocol::Loso,
+            ..options
+        };
+        assert!(matches!(
+            make_folds(&clips, Corpus::Folder, &loso),
+            Err(FoldError::NoSpeaker { count: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn emobox_lists_have_the_published_sizes() {
+        assert_eq!(EMOBOX_TESS_TEST.lines().count(), 700);
+        assert_eq!(EMOBOX_CREMA_D_TEST.lines().count(), 1856);
+        let actors: BTreeSet<&str> = EMOBOX_RAVDESS.iter().flatten().copied().collect();
+        assert_eq!(actors.len(), 24);
+    }
+}

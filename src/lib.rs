@@ -1,0 +1,8 @@
+//! emofuse: speech emotion recognition that holds up in real noise and says why.
+//!
+//! The data flow is the module order: [`audio`] turns any file into 16 kHz
+//! mono samples, [`data`] reads the emotion corpora and makes
+//! speaker-independent folds.
+
+pub mod audio;
+pub mod data;

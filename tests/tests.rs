@@ -1,0 +1,7 @@
+//! Integration tests: one binary, one module per concern (see STYLE.md).
+
+mod util;
+
+mod audio;
+mod cli;
+mod data;

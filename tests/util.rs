@@ -1,0 +1,158 @@
+//! Helpers shared by the integration tests: synthetic audio bytes, temporary
+//! corpora, the real data folder and the `emofuse` executable.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `../shared/data`, the real test bed beside the checkout.
+pub fn shared_data() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the tests need the shared data beside the checkout",
+        dir.display()
+    );
+    dir
+}
+
+/// A sine of `freq` Hz at amplitude `amp`, `n` samples at `rate`.
+pub fn sine(freq: f32, amp: f32, rate: u32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| amp * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
+        .collect()
+}
+
+/// WAV sample encodings the tests write.
+#[derive(Clone, Copy, Debug)]
+pub enum Encoding {
+    U8,
+    I16,
+    I24,
+    I32,
+    F32,
+    F64,
+}
+
+impl Encoding {
+    pub fn bits(self) -> u16 {
+        match self {
+            Encoding::U8 => 8,
+            Encoding::I16 => 16,
+            Encoding::I24 => 24,
+            Encoding::I32 | Encoding::F32 => 32,
+            Encoding::F64 => 64,
+        }
+    }
+
+    fn is_float(self) -> bool {
+        matches!(self, Encoding::F32 | Encoding::F64)
+    }
+
+    /// Little-endian bytes of interleaved samples.
+    pub fn encode(self, samples: &[f32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &s in samples {
+            let int = |max: f64| (f64::from(s) * max).round().clamp(-max - 1.0, max) as i64;
+            match self {
+                Encoding::U8 => out.push((int(127.0) + 128) as u8),
+                Encoding::I16 => out.extend_from_slice(&(int(32767.0) as i16).to_le_bytes()),
+                Encoding::I24 => out.extend_from_slice(&(int(8_388_607.0) as i32).to_le_bytes()[..3]),
+                Encoding::I32 => out.extend_from_slice(&(int(2_147_483_647.0) as i32).to_le_bytes()),
+                Encoding::F32 => out.extend_from_slice(&s.to_le_bytes()),
+                Encoding::F64 => out.extend_from_slice(&f64::from(s).to_le_bytes()),
+            }
+        }
+        out
+    }
+}
+
+/// A WAV file: `fmt ` (plain or WAVE_FORMAT_EXTENSIBLE) and `data` chunks.
+/// `declared_frames` overrides the data size written in the header, to make
+/// truncated or lying files.
+pub struct Wav {
+    pub encoding: Encoding,
+    pub channels: u16,
+    pub rate: u32,
+    pub extensible: bool,
+    pub format_tag: Option<u16>,
+    pub declared_frames: Option<u32>,
+}
+
+impl Wav {
+    pub fn new(encoding: Encoding, channels: u16, rate: u32) -> Wav {
+        Wav {
+            encoding,
+            channels,
+            rate,
+            extensible: false,
+            format_tag: None,
+            declared_frames: None,
+        }
+    }
+
+    /// The file's bytes for interleaved `samples`.
+    pub fn bytes(&self, samples: &[f32]) -> Vec<u8> {
+        let data = self.encoding.encode(samples);
+        let block_align = self.channels * self.encoding.bits() / 8;
+        let tag = if self.encoding.is_float() { 3u16 } else { 1 };
+        let mut fmt = Vec::new();
+        fmt.extend_from_slice(
+            &(if self.extensible {
+                0xFFFEu16
+            } else {
+                self.format_tag.unwrap_or(tag)
+            })
+            .to_le_bytes(),
+        );
+        fmt.extend_from_slice(&self.channels.to_le_bytes());
+        fmt.extend_from_slice(&self.rate.to_le_bytes());
+        fmt.extend_from_slice(&(self.rate * u32::from(block_align)).to_le_bytes());
+        fmt.extend_from_slice(&block_align.to_le_bytes());
+        fmt.extend_from_slice(&self.encoding.bits().to_le_bytes());
+        if self.extensible {
+            fmt.extend_from_slice(&22u16.to_le_bytes());
+            fmt.extend_from_slice(&self.encoding.bits().to_le_bytes());
+            let mask: u32 = if self.channels == 1 { 0x4 } else { 0x3 };
+            fmt.extend_from_slice(&mask.to_le_bytes());
+            // KSDATAFORMAT_SUBTYPE_PCM / _IEEE_FLOAT: the tag, then the fixed GUID tail.
+            fmt.extend_from_slice(&u32::from(self.format_tag.unwrap_or(tag)).to_le_bytes());
+            fmt.extend_from_slice(&[0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38, 0x9B, 0x71]);
+        }
+        let data_len = match self.declared_frames {
+            Some(frames) => frames * u32::from(block_align),
+            None => data.len() as u32,
+        };
+        let mut out = Vec::new();
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&(4 + 8 + fmt.len() as u32 + 8 + data_len).to_le_bytes());
+        out.extend_from_slice(b"WAVE");
+        out.extend_from_slice(b"fmt ");
+        out.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+        out.extend_from_slice(&fmt);
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        out.extend_from_slice(&data);
+        out
+    }
+}
+
+/// 16-bit mono WAV bytes at `rate`.
+pub fn wav16(samples: &[f32], rate: u32) -> Vec<u8> {
+    Wav::new(Encoding::I16, 1, rate).bytes(samples)
+}
+
+/// Writes `bytes` to `dir/name`, creating folders, and returns the path.
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Runs the `emofuse` executable with `args`.
+pub fn emofuse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_emofuse"))
+        .args(args)
+        .output()
+        .expect("emofuse runs")
+}
