@@ -2,7 +2,8 @@
 //!
 //! The data flow is the module order: [`audio`] turns any file into 16 kHz
 //! mono samples, [`data`] reads the emotion corpora and makes
-//! speaker-independent folds.
+//! speaker-independent folds, [`features`] computes librosa's frame features.
 
 pub mod audio;
 pub mod data;
+pub mod features;

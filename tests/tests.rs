@@ -5,3 +5,4 @@ mod util;
 mod audio;
 mod cli;
 mod data;
+mod features;

@@ -1,0 +1,346 @@
+//! Frame features of the spectral stream, computed exactly as librosa does:
+//! MFCC (40), zero-crossing rate and RMS energy per frame, and the log-mel
+//! spectrogram the explanation pictures draw.
+//!
+//! Split like librosa so the Python can sit open beside the Rust:
+//! [`spectrum`] (`stft`, `power_to_db`), [`filters`] (`mel`) and
+//! [`spectral`] (`melspectrogram`, `mfcc`, `rms`, `zero_crossing_rate`).
+//! Parity with librosa 0.11 is checked against committed golden files
+//! (`scripts/golden_features.py`).
+
+pub mod filters;
+pub mod spectral;
+pub mod spectrum;
+
+use serde::{Deserialize, Serialize};
+
+use filters::MelBand;
+use spectrum::PowerSpectrum;
+
+/// Every parameter of the frame features. Stored inside each model, so
+/// inference can never use other settings than training did. Names and
+/// defaults are librosa's, except `sr` = 16000 and `n_mfcc` = 40 (the paper's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// Sample rate the audio must have, in Hz.
+    pub sr: u32,
+    /// FFT size; also the ZCR/RMS `frame_length`.
+    pub n_fft: usize,
+    pub hop_length: usize,
+    /// Hann window length, ≤ `n_fft` (centred and zero-padded to `n_fft`).
+    pub win_length: usize,
+    /// Pad `n_fft / 2` on both sides so frame `t` is centred on sample `t · hop_length`.
+    pub center: bool,
+    pub n_mels: usize,
+    pub fmin: f64,
+    /// Highest mel frequency; `None` is `sr / 2`.
+    pub fmax: Option<f64>,
+    pub n_mfcc: usize,
+    /// Floor of `power_to_db`, in dB below the clip's maximum; `None` keeps everything.
+    pub top_db: Option<f32>,
+    /// Smallest power before taking the logarithm.
+    pub amin: f32,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        Self {
+            sr: 16_000,
+            n_fft: 2048,
+            hop_length: 512,
+            win_length: 2048,
+            center: true,
+            n_mels: 128,
+            fmin: 0.0,
+            fmax: None,
+            n_mfcc: 40,
+            top_db: Some(80.0),
+            amin: 1e-10,
+        }
+    }
+}
+
+impl FeatureConfig {
+    /// Rows of [`FrameFeatures`]: the MFCCs, then ZCR, then RMS.
+    pub fn n_features(&self) -> usize {
+        self.n_mfcc + 2
+    }
+
+    /// Checks the parameters against each other.
+    pub fn validate(&self) -> Result<(), FeatureError> {
+        let bad = |reason: String| Err(FeatureError::BadConfig(reason));
+        let nyquist = f64::from(self.sr) / 2.0;
+        let fmax = self.fmax.unwrap_or(nyquist);
+        if self.sr == 0 || self.n_fft < 2 || self.hop_length == 0 || self.n_mels == 0 {
+            return bad("sr, n_fft (≥ 2), hop_length and n_mels must be positive".into());
+        }
+        if self.win_length == 0 || self.win_length > self.n_fft {
+            return bad(format!("win_length {} must be in 1..={}", self.win_length, self.n_fft));
+        }
+        if self.n_mfcc == 0 || self.n_mfcc > self.n_mels {
+            return bad(format!(
+                "n_mfcc {} must be in 1..=n_mels ({})",
+                self.n_mfcc, self.n_mels
+            ));
+        }
+        if !(0.0..fmax).contains(&self.fmin) || fmax > nyquist {
+            return bad(format!(
+                "need 0 ≤ fmin ({}) < fmax ({fmax}) ≤ sr / 2 ({nyquist})",
+                self.fmin
+            ));
+        }
+        // Written so that NaN fails too.
+        let amin_ok = self.amin.is_finite() && self.amin > 0.0;
+        let top_db_ok = self.top_db.is_none_or(|t| t.is_finite() && t >= 0.0);
+        if !amin_ok || !top_db_ok {
+            return bad("amin must be positive and top_db non-negative".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why features could not be computed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FeatureError {
+    #[error("bad feature configuration: {0}")]
+    BadConfig(String),
+    #[error("audio is at {got} Hz but the features expect {want} Hz")]
+    SampleRate { got: u32, want: u32 },
+    #[error("audio has no samples")]
+    Empty,
+    #[error("sample {0} is NaN or infinite")]
+    NonFinite(usize),
+}
+
+/// Per-frame features: `[n_features, n_frames]`, feature-major (rows: MFCC 1…n,
+/// ZCR, RMS) — the `[channels, length]` layout of a 1D convolution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameFeatures {
+    pub n_features: usize,
+    pub n_frames: usize,
+    pub data: Vec<f32>,
+}
+
+impl FrameFeatures {
+    /// One feature across all frames.
+    pub fn row(&self, feature: usize) -> &[f32] {
+        &self.data[feature * self.n_frames..(feature + 1) * self.n_frames]
+    }
+}
+
+/// Log-mel spectrogram in dB: `[n_mels, n_frames]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogMel {
+    pub n_mels: usize,
+    pub n_frames: usize,
+    pub data: Vec<f32>,
+}
+
+/// A [`FeatureConfig`] made ready to run: window, FFT plan, mel bank and DCT
+/// are built once and shared by every clip (and thread).
+pub struct FeatureExtractor {
+    config: FeatureConfig,
+    spectrum: PowerSpectrum,
+    bands: Vec<MelBand>,
+    dct: Vec<f64>,
+}
+
+impl FeatureExtractor {
+    pub fn new(config: FeatureConfig) -> Result<Self, FeatureError> {
+        config.validate()?;
+        let spectrum = PowerSpectrum::new(config.n_fft, config.hop_length, config.win_length, config.center);
+        let fmax = config.fmax.unwrap_or(f64::from(config.sr) / 2.0);
+        let bands = filters::mel(config.sr, config.n_fft, config.n_mels, config.fmin, fmax);
+        let dct = spectral::dct_matrix(config.n_mfcc, config.n_mels);
+        Ok(Self {
+            config,
+            spectrum,
+            bands,
+            dct,
+        })
+    }
+
+    pub fn config(&self) -> &FeatureConfig {
+        &self.config
+    }
+
+    /// MFCC + ZCR + RMS of 16 kHz mono `samples` at `sample_rate`.
+    pub fn extract(&self, samples: &[f32], sample_rate: u32) -> Result<FrameFeatures, FeatureError> {
+        let log_mel = self.log_mel(samples, sample_rate)?;
+        let c = &self.config;
+        let mfcc = spectral::mfcc(&log_mel.data, c.n_mels, &self.dct);
+        let zcr = spectral::zero_crossing_rate(samples, c.n_fft, c.hop_length, c.center);
+        let rms = spectral::rms(samples, c.n_fft, c.hop_length, c.center);
+        let mut data = mfcc;
+        data.extend_from_slice(&zcr);
+        data.extend_from_slice(&rms);
+        Ok(FrameFeatures {
+            n_features: c.n_features(),
+            n_frames: log_mel.n_frames,
+            data,
+        })
+    }
+
+    /// `power_to_db(melspectrogram(y))` with the configured `amin` and `top_db`.
+    pub fn log_mel(&self, samples: &[f32], sample_rate: u32) -> Result<LogMel, FeatureError> {
+        if sample_rate != self.config.sr {
+            return Err(FeatureError::SampleRate {
+                got: sample_rate,
+                want: self.config.sr,
+            });
+        }
+        if samples.is_empty() {
+            return Err(FeatureError::Empty);
+        }
+        if let Some(index) = samples.iter().position(|s| !s.is_finite()) {
+            return Err(FeatureError::NonFinite(index));
+        }
+        let power = self.spectrum.power(samples);
+        let mut mel = spectral::melspectrogram(&power, self.spectrum.n_bins(), &self.bands);
+        spectrum::power_to_db(&mut mel, self.config.amin, self.config.top_db);
+        let n_frames = mel.len() / self.config.n_mels;
+        Ok(LogMel {
+            n_mels: self.config.n_mels,
+            n_frames,
+            data: mel,
+        })
+    }
+}
+
+/// Per-feature mean and standard deviation over the frames of a training
+/// fold, saved with the model so inference standardises the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStats {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl FeatureStats {
+    /// Fits on every frame of `clips` (the training fold only). A feature that
+    /// never varies gets std 1, so standardising leaves it finite.
+    pub fn fit<'a>(clips: impl IntoIterator<Item = &'a FrameFeatures>) -> Option<FeatureStats> {
+        let mut sums: Vec<(f64, f64)> = Vec::new();
+        let mut count = 0usize;
+        for clip in clips {
+            if sums.is_empty() {
+                sums = vec![(0.0, 0.0); clip.n_features];
+            }
+            for (feature, (sum, sum_sq)) in sums.iter_mut().enumerate().take(clip.n_features) {
+                for &v in clip.row(feature) {
+                    *sum += f64::from(v);
+                    *sum_sq += f64::from(v) * f64::from(v);
+                }
+            }
+            count += clip.n_frames;
+        }
+        if count == 0 {
+            return None;
+        }
+        let n = count as f64;
+        let (mean, std) = sums
+            .iter()
+            .map(|&(sum, sum_sq)| {
+                let mean = sum / n;
+                let var = (sum_sq / n - mean * mean).max(0.0);
+                let std = if var.sqrt() > 1e-8 { var.sqrt() } else { 1.0 };
+                (mean as f32, std as f32)
+            })
+            .unzip();
+        Some(FeatureStats { mean, std })
+    }
+
+    /// `(x − mean) / std`, feature by feature.
+    pub fn standardise(&self, features: &mut FrameFeatures) {
+        for feature in 0..features.n_features.min(self.mean.len()) {
+            let (mean, std) = (self.mean[feature], self.std[feature]);
+            let row = &mut features.data[feature * features.n_frames..(feature + 1) * features.n_frames];
+            for v in row {
+                *v = (*v - mean) / std;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let bad = [
+            FeatureConfig {
+                hop_length: 0,
+                ..Default::default()
+            },
+            FeatureConfig {
+                win_length: 4096,
+                ..Default::default()
+            },
+            FeatureConfig {
+                n_mfcc: 200,
+                ..Default::default()
+            },
+            FeatureConfig {
+                fmax: Some(9000.0),
+                ..Default::default()
+            },
+            FeatureConfig {
+                amin: 0.0,
+                ..Default::default()
+            },
+        ];
+        for config in bad {
+            assert!(matches!(FeatureExtractor::new(config), Err(FeatureError::BadConfig(_))));
+        }
+    }
+
+    #[test]
+    fn bad_audio_is_refused() {
+        let extractor = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+        assert_eq!(extractor.extract(&[], 16_000), Err(FeatureError::Empty));
+        assert_eq!(
+            extractor.extract(&[0.0, f32::NAN], 16_000),
+            Err(FeatureError::NonFinite(1))
+        );
+        assert_eq!(
+            extractor.extract(&[0.0], 8_000),
+            Err(FeatureError::SampleRate {
+                got: 8_000,
+                want: 16_000
+            })
+        );
+    }
+
+    #[test]
+    fn standardising_gives_zero_mean_unit_variance() {
+        let clip = FrameFeatures {
+            n_features: 2,
+            n_frames: 4,
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0],
+        };
+        let stats = FeatureStats::fit([&clip]).unwrap();
+        let mut standardised = clip.clone();
+        stats.standardise(&mut standardised);
+        let row = standardised.row(0);
+        let mean: f32 = row.iter().sum::<f32>() / 4.0;
+        let var: f32 = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5);
+        assert_eq!(standardised.row(1), &[0.0; 4], "a constant feature becomes 0, not NaN");
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let config = FeatureConfig {
+            n_mfcc: 20,
+            fmax: Some(7600.0),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<FeatureConfig>(&json).unwrap(), config);
+        assert!(
+            serde_json::from_str::<FeatureConfig>(r#"{"n_mfc": 20}"#).is_err(),
+            "typos are errors"
+        );
+    }
+}
