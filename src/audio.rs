@@ -125,6 +125,16 @@ pub enum AudioError {
 }
 
 impl AudioError {
+    /// Names the usual I/O failures (missing file, a directory) precisely.
+    pub fn from_io(path: &Path, source: std::io::Error) -> AudioError {
+        let path = path.to_owned();
+        match source.kind() {
+            std::io::ErrorKind::NotFound => AudioError::NotFound { path },
+            std::io::ErrorKind::IsADirectory => AudioError::IsDirectory { path },
+            _ => AudioError::Io { path, source },
+        }
+    }
+
     /// The file (or upload name) the error is about.
     pub fn path(&self) -> &Path {
         match self {

@@ -7,3 +7,4 @@
 pub mod audio;
 pub mod data;
 pub mod features;
+pub mod persist;

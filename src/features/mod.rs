@@ -8,11 +8,18 @@
 //! Parity with librosa 0.11 is checked against committed golden files
 //! (`scripts/golden_features.py`).
 
+pub mod cache;
 pub mod filters;
 pub mod spectral;
 pub mod spectrum;
 
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::audio::{self, AudioError, LoadOptions};
+use cache::{CacheError, FeatureCache};
 
 use filters::MelBand;
 use spectrum::PowerSpectrum;
@@ -205,6 +212,68 @@ impl FeatureExtractor {
             n_frames,
             data: mel,
         })
+    }
+}
+
+/// Why one file of a batch has no features.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    #[error("{}: {source}", path.display())]
+    Features { path: PathBuf, source: FeatureError },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl FeatureExtractor {
+    /// Loads `path` and computes its features, through `cache` when given:
+    /// a hit skips decoding, a miss is computed and stored.
+    pub fn extract_file(
+        &self,
+        path: &Path,
+        options: &LoadOptions,
+        cache: Option<&FeatureCache>,
+    ) -> Result<FrameFeatures, FileError> {
+        let content = match cache {
+            Some(_) => Some(FeatureCache::content_hash(path).map_err(|err| AudioError::from_io(path, err))?),
+            None => None,
+        };
+        if let (Some(cache), Some(content)) = (cache, &content) {
+            if let Some(features) = cache.get(content) {
+                return Ok(features);
+            }
+        }
+        let waveform = audio::load_with(path, options)?;
+        let features = self
+            .extract(&waveform.samples, waveform.sample_rate)
+            .map_err(|source| FileError::Features {
+                path: path.to_owned(),
+                source,
+            })?;
+        if let (Some(cache), Some(content)) = (cache, &content) {
+            cache.put(content, &features)?;
+        }
+        Ok(features)
+    }
+
+    /// [`Self::extract_file`] over many files on all cores, in input order.
+    /// `on_file` is called once per file, for progress reporting.
+    pub fn extract_files(
+        &self,
+        paths: &[PathBuf],
+        options: &LoadOptions,
+        cache: Option<&FeatureCache>,
+        on_file: impl Fn() + Sync,
+    ) -> Vec<Result<FrameFeatures, FileError>> {
+        paths
+            .par_iter()
+            .map(|path| {
+                let result = self.extract_file(path, options, cache);
+                on_file();
+                result
+            })
+            .collect()
     }
 }
 
