@@ -5,6 +5,7 @@
 //! speaker-independent folds, [`features`] computes librosa's frame features.
 
 pub mod audio;
+pub mod bench;
 pub mod data;
 pub mod features;
 pub mod persist;

@@ -32,6 +32,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Writes a float32 `.npy` array of `shape` (C order) atomically.
+pub fn write_npy(path: &Path, shape: &[u64], data: &[f32]) -> std::io::Result<()> {
+    use npyz::WriterBuilder;
+    let mut bytes = Vec::with_capacity(128 + 4 * data.len());
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut bytes)
+        .begin_nd()?;
+    writer.extend(data.iter().copied())?;
+    writer.finish()?;
+    write_atomic(path, &bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

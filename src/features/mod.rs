@@ -74,6 +74,12 @@ impl FeatureConfig {
         self.n_mfcc + 2
     }
 
+    /// Names of the rows of [`FrameFeatures`]: `mfcc_1` … `mfcc_N`, `zcr`, `rms`.
+    pub fn feature_names(&self) -> Vec<String> {
+        let mfcc = (1..=self.n_mfcc).map(|i| format!("mfcc_{i}"));
+        mfcc.chain(["zcr".to_owned(), "rms".to_owned()]).collect()
+    }
+
     /// Checks the parameters against each other.
     pub fn validate(&self) -> Result<(), FeatureError> {
         let bad = |reason: String| Err(FeatureError::BadConfig(reason));
@@ -150,7 +156,8 @@ pub struct FeatureExtractor {
     config: FeatureConfig,
     spectrum: PowerSpectrum,
     bands: Vec<MelBand>,
-    dct: Vec<f64>,
+    /// The DCT-II matrix, `[n_mfcc, n_mels]`.
+    dct: Vec<f32>,
 }
 
 impl FeatureExtractor {
@@ -159,7 +166,10 @@ impl FeatureExtractor {
         let spectrum = PowerSpectrum::new(config.n_fft, config.hop_length, config.win_length, config.center);
         let fmax = config.fmax.unwrap_or(f64::from(config.sr) / 2.0);
         let bands = filters::mel(config.sr, config.n_fft, config.n_mels, config.fmin, fmax);
-        let dct = spectral::dct_matrix(config.n_mfcc, config.n_mels);
+        let dct = spectral::dct_matrix(config.n_mfcc, config.n_mels)
+            .iter()
+            .map(|&d| d as f32)
+            .collect();
         Ok(Self {
             config,
             spectrum,
@@ -176,12 +186,9 @@ impl FeatureExtractor {
     pub fn extract(&self, samples: &[f32], sample_rate: u32) -> Result<FrameFeatures, FeatureError> {
         let log_mel = self.log_mel(samples, sample_rate)?;
         let c = &self.config;
-        let mfcc = spectral::mfcc(&log_mel.data, c.n_mels, &self.dct);
-        let zcr = spectral::zero_crossing_rate(samples, c.n_fft, c.hop_length, c.center);
-        let rms = spectral::rms(samples, c.n_fft, c.hop_length, c.center);
-        let mut data = mfcc;
-        data.extend_from_slice(&zcr);
-        data.extend_from_slice(&rms);
+        let mut data = spectral::mfcc(&log_mel.data, log_mel.n_frames, &self.dct);
+        data.extend(spectral::zero_crossing_rate(samples, c.n_fft, c.hop_length, c.center));
+        data.extend(spectral::rms(samples, c.n_fft, c.hop_length, c.center));
         Ok(FrameFeatures {
             n_features: c.n_features(),
             n_frames: log_mel.n_frames,
@@ -200,17 +207,22 @@ impl FeatureExtractor {
         if samples.is_empty() {
             return Err(FeatureError::Empty);
         }
-        if let Some(index) = samples.iter().position(|s| !s.is_finite()) {
+        // The non-short-circuiting fold vectorises; the position is only looked for on failure.
+        if !samples.iter().fold(true, |finite, s| finite & s.is_finite()) {
+            let index = samples
+                .iter()
+                .position(|s| !s.is_finite())
+                .expect("a sample is not finite");
             return Err(FeatureError::NonFinite(index));
         }
-        let power = self.spectrum.power(samples);
-        let mut mel = spectral::melspectrogram(&power, self.spectrum.n_bins(), &self.bands);
-        spectrum::power_to_db(&mut mel, self.config.amin, self.config.top_db);
-        let n_frames = mel.len() / self.config.n_mels;
+        let c = &self.config;
+        let n_frames = spectrum::n_frames(samples.len(), c.n_fft, c.hop_length, c.center);
+        let mut data = spectral::melspectrogram(&self.spectrum, samples, n_frames, &self.bands);
+        spectrum::power_to_db(&mut data, c.amin, c.top_db);
         Ok(LogMel {
-            n_mels: self.config.n_mels,
+            n_mels: c.n_mels,
             n_frames,
-            data: mel,
+            data,
         })
     }
 }
@@ -235,15 +247,16 @@ impl FeatureExtractor {
         options: &LoadOptions,
         cache: Option<&FeatureCache>,
     ) -> Result<FrameFeatures, FileError> {
-        let content = match cache {
-            Some(_) => Some(FeatureCache::content_hash(path).map_err(|err| AudioError::from_io(path, err))?),
+        let cached = match cache {
+            Some(cache) => {
+                let content = FeatureCache::content_hash(path).map_err(|err| AudioError::from_io(path, err))?;
+                if let Some(features) = cache.get(&content) {
+                    return Ok(features);
+                }
+                Some((cache, content))
+            }
             None => None,
         };
-        if let (Some(cache), Some(content)) = (cache, &content) {
-            if let Some(features) = cache.get(content) {
-                return Ok(features);
-            }
-        }
         let waveform = audio::load_with(path, options)?;
         let features = self
             .extract(&waveform.samples, waveform.sample_rate)
@@ -251,8 +264,8 @@ impl FeatureExtractor {
                 path: path.to_owned(),
                 source,
             })?;
-        if let (Some(cache), Some(content)) = (cache, &content) {
-            cache.put(content, &features)?;
+        if let Some((cache, content)) = cached {
+            cache.put(&content, &features)?;
         }
         Ok(features)
     }

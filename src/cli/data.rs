@@ -1,38 +1,21 @@
-//! Command-line flags and one function per command. Results go to stdout
-//! (a table, or JSON with `--json`), progress and problems to stderr.
+//! `emofuse data`: what is in a corpus, and its speaker-independent folds.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use emofuse::data::folds::{self, FoldOptions, Protocol};
 use emofuse::data::summary::{self, Summary};
 use emofuse::data::{self, Dataset, DatasetKind, Problem};
 
-/// Speech emotion recognition that holds up in real noise and says why.
-#[derive(Debug, Parser)]
-#[command(name = "emofuse", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use super::{joined, print_json, progress_bar, report_problems};
 
 #[derive(Debug, Subcommand)]
-enum Command {
-    /// Inspect emotion corpora and make speaker-independent folds.
-    Data {
-        #[command(subcommand)]
-        command: DataCommand,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DataCommand {
+pub enum DataCommand {
     /// Clips, speakers, labels, durations and formats of a corpus; unreadable files are listed.
     Summary(SummaryArgs),
     /// Speaker-independent train/test folds of a corpus.
@@ -40,25 +23,25 @@ enum DataCommand {
 }
 
 #[derive(Debug, Args)]
-struct CorpusArgs {
+pub struct CorpusArgs {
     /// Corpus folder (official layout), or a .csv/.jsonl manifest.
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// Which layout to read; `auto` recognises it from the file names.
     #[arg(long, value_enum, default_value_t = DatasetKind::Auto)]
-    dataset: DatasetKind,
+    pub dataset: DatasetKind,
     /// Print one JSON object instead of a table.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
-struct SummaryArgs {
+pub struct SummaryArgs {
     #[command(flatten)]
     corpus: CorpusArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ProtocolName {
+pub enum ProtocolName {
     /// EmoBox's published folds (RAVDESS, SAVEE; TESS and CREMA-D need --allow-speaker-overlap).
     Emobox,
     /// k folds of whole speakers, shuffled by --seed.
@@ -68,7 +51,7 @@ enum ProtocolName {
 }
 
 #[derive(Debug, Args)]
-struct FoldsArgs {
+pub struct FoldsArgs {
     #[command(flatten)]
     corpus: CorpusArgs,
     #[arg(long, value_enum)]
@@ -84,19 +67,15 @@ struct FoldsArgs {
     allow_speaker_overlap: bool,
 }
 
-/// Runs the parsed command; the exit code is non-zero when files were skipped.
-pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
-        Command::Data {
-            command: DataCommand::Summary(args),
-        } => data_summary(&args),
-        Command::Data {
-            command: DataCommand::Folds(args),
-        } => data_folds(&args),
+/// Runs one `emofuse data …` command.
+pub fn run(command: DataCommand) -> Result<ExitCode> {
+    match command {
+        DataCommand::Summary(args) => data_summary(&args),
+        DataCommand::Folds(args) => data_folds(&args),
     }
 }
 
-fn load_corpus(args: &CorpusArgs) -> Result<Dataset> {
+pub fn load_corpus(args: &CorpusArgs) -> Result<Dataset> {
     data::load(&args.dir, args.dataset).context("cannot read the corpus")
 }
 
@@ -189,34 +168,6 @@ fn protocol_name(protocol: Protocol) -> String {
     }
 }
 
-fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
-    let bar = ProgressBar::new(len).with_message(message);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed_precise}, eta {eta}]")
-            .expect("the template is valid"),
-    );
-    bar
-}
-
-/// Prints each skipped file as `path: reason` on stderr; exit code 2 if any.
-fn report_problems(problems: &[Problem]) -> ExitCode {
-    for problem in problems {
-        eprintln!("{}: {}", problem.path.display(), problem.reason);
-    }
-    if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("emofuse: {} file(s) skipped", problems.len());
-        ExitCode::from(2)
-    }
-}
-
-fn print_json(value: &impl Serialize) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).context("cannot write JSON")?;
-    writeln!(out).context("cannot write to stdout")
-}
-
 fn print_summary(summary: &Summary) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let d = &summary.duration_s;
@@ -294,13 +245,4 @@ fn print_folds(report: &FoldsReport) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// `key: count` pairs separated by commas.
-fn joined<K>(counts: &std::collections::BTreeMap<K, usize>, name: impl Fn(&K) -> String) -> String {
-    counts
-        .iter()
-        .map(|(key, count)| format!("{}: {count}", name(key)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

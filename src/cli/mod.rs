@@ -1,0 +1,89 @@
+//! Command-line flags and one function per command. Results go to stdout
+//! (a table, or JSON with `--json`), progress and problems to stderr.
+
+mod bench;
+mod data;
+mod features;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use emofuse::data::Problem;
+
+/// Speech emotion recognition that holds up in real noise and says why.
+#[derive(Debug, Parser)]
+#[command(name = "emofuse", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect emotion corpora and make speaker-independent folds.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
+    /// Compute a corpus' features into the on-disk cache, on all cores, so training starts at once.
+    Prepare(features::PrepareArgs),
+    /// Frame features (MFCC, ZCR, RMS) or the log-mel spectrogram of audio files, as librosa computes them.
+    Features(features::FeaturesArgs),
+    /// Measure throughput of a pipeline stage on real clips.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+/// Runs the parsed command; the exit code is non-zero when files were skipped.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Data { command } => data::run(command),
+        Command::Prepare(args) => features::prepare(&args),
+        Command::Features(args) => features::features(&args),
+        Command::Bench { command } => bench::run(command),
+    }
+}
+
+pub fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(len).with_message(message);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed_precise}, eta {eta}]")
+            .expect("the template is valid"),
+    );
+    bar
+}
+
+/// Prints each skipped file as `path: reason` on stderr; exit code 2 if any.
+pub fn report_problems(problems: &[Problem]) -> ExitCode {
+    for problem in problems {
+        eprintln!("{}: {}", problem.path.display(), problem.reason);
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("emofuse: {} file(s) skipped", problems.len());
+        ExitCode::from(2)
+    }
+}
+
+pub fn print_json(value: &impl Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).context("cannot write JSON")?;
+    writeln!(out).context("cannot write to stdout")
+}
+
+/// `key: count` pairs separated by commas.
+pub fn joined<K>(counts: &std::collections::BTreeMap<K, usize>, name: impl Fn(&K) -> String) -> String {
+    counts
+        .iter()
+        .map(|(key, count)| format!("{}: {count}", name(key)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
