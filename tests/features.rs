@@ -1,12 +1,14 @@
-//! Parity with librosa 0.11 on the golden files of `scripts/golden_features.py`.
+//! Parity with librosa 0.11 on the golden files of `scripts/golden_features.py`,
+//! the `features` and `prepare` commands, and the feature cache under kills.
 
 use std::path::{Path, PathBuf};
 
 use emofuse::audio;
+use emofuse::features::cache::FeatureCache;
 use emofuse::features::{FeatureConfig, FeatureExtractor};
 use serde_json::Value;
 
-use crate::util::shared_data;
+use crate::util::{emofuse, shared_data};
 
 /// MFCC and log-mel: max absolute error, in dB-scale units.
 const DB_TOLERANCE: f32 = 1e-3;
@@ -91,4 +93,97 @@ fn features_match_librosa() {
         );
         assert!(rms_error <= RMS_TOLERANCE, "{name}: RMS relative error {rms_error}");
     }
+}
+
+#[test]
+fn features_command_writes_json_and_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = crate::util::sine(440.0, 0.5, 16_000, 16_000);
+    let wav = crate::util::write(dir.path(), "tone.wav", &crate::util::wav16(&samples, 16_000));
+    let wav = wav.to_str().unwrap();
+    let expected = FeatureExtractor::new(FeatureConfig::default())
+        .unwrap()
+        .extract(&audio::load(wav).unwrap().samples, 16_000)
+        .unwrap();
+
+    let output = emofuse(&["features", wav, "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let record: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["names"].as_array().unwrap().len(), 42);
+    assert_eq!(record["names"][40], "zcr");
+    assert_eq!(record["n_frames"], expected.n_frames);
+    let rms: Vec<f32> = serde_json::from_value(record["values"][41].clone()).unwrap();
+    assert_eq!(rms, expected.row(41));
+
+    let npy = dir.path().join("tone.npy");
+    let output = emofuse(&["features", wav, "--npy", npy.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bytes = std::fs::read(&npy).unwrap();
+    let array = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(array.shape(), &[42, expected.n_frames as u64]);
+    assert_eq!(array.into_vec::<f32>().unwrap(), expected.data);
+}
+
+#[test]
+fn features_command_reports_bad_files_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = crate::util::write(
+        dir.path(),
+        "good.wav",
+        &crate::util::wav16(&crate::util::sine(300.0, 0.3, 16_000, 8000), 16_000),
+    );
+    let bad = crate::util::write(dir.path(), "bad.wav", b"RIFF\x10\x00\x00\x00WAVEjunk");
+    let output = emofuse(&["features", bad.to_str().unwrap(), good.to_str().unwrap(), "--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 1, "the good file is still done");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with(&format!("{}: ", bad.display())), "{stderr}");
+}
+
+/// `emofuse prepare` killed (SIGKILL) at several points and restarted: no
+/// cache entry is ever read back damaged, and the finished cache holds
+/// exactly what a fresh extraction computes.
+#[test]
+fn feature_cache_survives_kills_during_prepare() {
+    let corpus = shared_data().join("ravdess/Audio_Speech_Actors_01-24");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let args = [
+        "prepare",
+        corpus.to_str().unwrap(),
+        "--cache-dir",
+        cache_dir.path().to_str().unwrap(),
+    ];
+    for delay_ms in [100, 200, 300] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_emofuse"))
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        assert!(child.try_wait().unwrap().is_none(), "prepare finished before the kill at {delay_ms} ms");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let config = FeatureConfig::default();
+    let cache = FeatureCache::open(cache_dir.path(), &config).unwrap();
+    let extractor = FeatureExtractor::new(config).unwrap();
+    let clips = emofuse::data::load(&corpus, emofuse::data::DatasetKind::Auto).unwrap().clips;
+    let check = |every: usize| {
+        let mut present = 0;
+        for clip in clips.iter().step_by(every) {
+            let content = FeatureCache::content_hash(&clip.path).unwrap();
+            if let Some(cached) = cache.get(&content) {
+                let fresh = extractor.extract(&audio::load(&clip.path).unwrap().samples, 16_000).unwrap();
+                assert_eq!(cached, fresh, "{}", clip.path.display());
+                present += 1;
+            }
+        }
+        present
+    };
+    let after_kills = check(7);
+    assert!(after_kills < clips.len().div_ceil(7), "the kills interrupted the work");
+    let output = emofuse(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(check(7), clips.len().div_ceil(7), "every clip is cached after the restart");
+    eprintln!("{after_kills} of {} checked entries were complete after the kills", clips.len().div_ceil(7));
 }

@@ -88,7 +88,7 @@ impl FeatureCache {
     /// Stores `features` for the file with hash `content`, atomically.
     pub fn put(&self, content: &blake3::Hash, features: &FrameFeatures) -> Result<(), CacheError> {
         let path = self.entry_path(content);
-        persist::write_atomic(&path, &encode(features)).map_err(|source| CacheError::Io { path, source })
+        persist::write_atomic_unsynced(&path, &encode(features)).map_err(|source| CacheError::Io { path, source })
     }
 }
 
