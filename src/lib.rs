@@ -8,4 +8,5 @@ pub mod audio;
 pub mod bench;
 pub mod data;
 pub mod features;
+pub mod model;
 pub mod persist;

@@ -135,7 +135,11 @@ fn features_command_reports_bad_files_and_goes_on() {
     let bad = crate::util::write(dir.path(), "bad.wav", b"RIFF\x10\x00\x00\x00WAVEjunk");
     let output = emofuse(&["features", bad.to_str().unwrap(), good.to_str().unwrap(), "--json"]);
     assert_eq!(output.status.code(), Some(2));
-    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 1, "the good file is still done");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap().lines().count(),
+        1,
+        "the good file is still done"
+    );
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.starts_with(&format!("{}: ", bad.display())), "{stderr}");
 }
@@ -160,20 +164,27 @@ fn feature_cache_survives_kills_during_prepare() {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        assert!(child.try_wait().unwrap().is_none(), "prepare finished before the kill at {delay_ms} ms");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "prepare finished before the kill at {delay_ms} ms"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
     }
     let config = FeatureConfig::default();
     let cache = FeatureCache::open(cache_dir.path(), &config).unwrap();
     let extractor = FeatureExtractor::new(config).unwrap();
-    let clips = emofuse::data::load(&corpus, emofuse::data::DatasetKind::Auto).unwrap().clips;
+    let clips = emofuse::data::load(&corpus, emofuse::data::DatasetKind::Auto)
+        .unwrap()
+        .clips;
     let check = |every: usize| {
         let mut present = 0;
         for clip in clips.iter().step_by(every) {
             let content = FeatureCache::content_hash(&clip.path).unwrap();
             if let Some(cached) = cache.get(&content) {
-                let fresh = extractor.extract(&audio::load(&clip.path).unwrap().samples, 16_000).unwrap();
+                let fresh = extractor
+                    .extract(&audio::load(&clip.path).unwrap().samples, 16_000)
+                    .unwrap();
                 assert_eq!(cached, fresh, "{}", clip.path.display());
                 present += 1;
             }
@@ -184,6 +195,13 @@ fn feature_cache_survives_kills_during_prepare() {
     assert!(after_kills < clips.len().div_ceil(7), "the kills interrupted the work");
     let output = emofuse(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(check(7), clips.len().div_ceil(7), "every clip is cached after the restart");
-    eprintln!("{after_kills} of {} checked entries were complete after the kills", clips.len().div_ceil(7));
+    assert_eq!(
+        check(7),
+        clips.len().div_ceil(7),
+        "every clip is cached after the restart"
+    );
+    eprintln!(
+        "{after_kills} of {} checked entries were complete after the kills",
+        clips.len().div_ceil(7)
+    );
 }

@@ -6,3 +6,4 @@ mod audio;
 mod cli;
 mod data;
 mod features;
+mod wav2vec2;
