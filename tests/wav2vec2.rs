@@ -40,7 +40,7 @@ fn clip_frames(tensor: &Tensor<3>, index: usize, frames: usize) -> Vec<f32> {
         .narrow(0, index, 1)
         .narrow(1, 0, frames)
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap()
 }
 

@@ -189,13 +189,13 @@ impl Wav2Vec2Config {
         if sizes.iter().chain(convs).any(|&v| v == 0) || self.num_conv_pos_embedding_groups == 0 {
             return Err(ConfigError::Zero);
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError::Heads {
                 hidden: self.hidden_size,
                 heads: self.num_attention_heads,
             });
         }
-        if self.hidden_size % self.num_conv_pos_embedding_groups != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_conv_pos_embedding_groups) {
             return Err(ConfigError::PosGroups {
                 hidden: self.hidden_size,
                 groups: self.num_conv_pos_embedding_groups,
