@@ -7,8 +7,12 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+
 use crate::audio::Waveform;
 use crate::features::FeatureExtractor;
+use crate::model::wav2vec2::Wav2Vec2;
 
 /// One timed run of a stage over a set of clips.
 #[derive(Debug, Clone, Serialize)]
@@ -66,4 +70,52 @@ pub fn features(extractor: &FeatureExtractor, waveforms: &[Waveform], threads: u
         (0..passes.max(1)).map(|_| pass()).fold(f64::INFINITY, f64::min)
     });
     Throughput::new(threads, waveforms, seconds)
+}
+
+/// Forward time of one clip length through an encoder.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardTime {
+    pub seconds_of_audio: f64,
+    pub runs: usize,
+    /// Median wall time per forward, in seconds.
+    pub median_s: f64,
+    pub best_s: f64,
+}
+
+/// Times `model.forward` on seeded white noise of each length in
+/// `seconds_of_audio`: one untimed warm-up, then `runs` timed forwards.
+pub fn wav2vec2_forward(model: &Wav2Vec2, seconds_of_audio: &[f64], runs: usize, device: &Device) -> Vec<ForwardTime> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    seconds_of_audio
+        .iter()
+        .map(|&seconds| {
+            let n = (seconds * f64::from(crate::audio::SAMPLE_RATE)) as usize;
+            let noise: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let input = Tensor::<2>::from_data(TensorData::new(noise, [1, n]), device);
+            let run = || {
+                let start = Instant::now();
+                let output = model.forward(input.clone(), &[n]);
+                // Reading the result back waits for the computation to finish.
+                std::hint::black_box(output.last_hidden_state.into_data());
+                start.elapsed().as_secs_f64()
+            };
+            run();
+            let mut times: Vec<f64> = (0..runs.max(1)).map(|_| run()).collect();
+            times.sort_by(f64::total_cmp);
+            ForwardTime {
+                seconds_of_audio: seconds,
+                runs: times.len(),
+                median_s: times[times.len() / 2],
+                best_s: times[0],
+            }
+        })
+        .collect()
+}
+
+/// The process' peak resident memory so far (Linux `VmHWM`), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

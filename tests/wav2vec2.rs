@@ -243,3 +243,23 @@ fn bad_folders_and_configs_are_refused_clearly() {
     std::fs::write(&config_path, config.to_string()).unwrap();
     assert!(load_error(dir.path()).contains("not a safetensors or PyTorch checkpoint"));
 }
+
+/// Full-size wav2vec2-base (random weights, 95M parameters) against
+/// `transformers`: `python3 scripts/golden_wav2vec2.py --full-size DIR`, then
+/// `EMOFUSE_W2V2_FULL=DIR cargo test --release full_size -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs a full-size checkpoint made by scripts/golden_wav2vec2.py --full-size"]
+fn full_size_base_matches_transformers() {
+    let dir = PathBuf::from(std::env::var("EMOFUSE_W2V2_FULL").expect("EMOFUSE_W2V2_FULL names the folder"));
+    let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let device = Device::flex();
+    let (model, preprocessor) = wav2vec2::load(&dir, &device).unwrap();
+    let clip = audio::load(shared_data().join(index["clips"]["ravdess"].as_str().unwrap())).unwrap();
+    let input = preprocessor.apply(&clip.samples);
+    let (batch, lengths) = batch_of(&[input], &device);
+    let output = model.forward(batch, &lengths);
+    let error = compare("wav2vec2-base", &dir, &output, 0, &golden["ravdess"], 0);
+    eprintln!("full-size wav2vec2-base, 12 layers: max abs error {error:.2e} over all 13 hidden states");
+}

@@ -8,10 +8,12 @@ use clap::{Args, Subcommand};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use burn::tensor::Device;
 use emofuse::audio::{self, Waveform};
-use emofuse::bench::{self, Throughput};
+use emofuse::bench::{self, ForwardTime, Throughput};
 use emofuse::data::{self, DatasetKind};
 use emofuse::features::{FeatureConfig, FeatureExtractor};
+use emofuse::model::wav2vec2;
 
 use super::{print_json, progress_bar};
 
@@ -19,6 +21,24 @@ use super::{print_json, progress_bar};
 pub enum BenchCommand {
     /// MFCC + ZCR + RMS extraction (audio decoded first), single-threaded and on all cores.
     Features(FeaturesBenchArgs),
+    /// wav2vec 2.0 / HuBERT encoder forward time per clip, and peak memory.
+    Forward(ForwardBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForwardBenchArgs {
+    /// Hugging Face checkpoint folder (config.json + model.safetensors or pytorch_model.bin).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Clip lengths to time, in seconds.
+    #[arg(long, value_delimiter = ',', default_value = "3,10")]
+    seconds: Vec<f64>,
+    /// Timed forwards per length (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +60,7 @@ pub struct FeaturesBenchArgs {
 pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Features(args) => features(&args),
+        BenchCommand::Forward(args) => forward(&args),
     }
 }
 
@@ -105,4 +126,45 @@ fn decode_corpus(dir: &std::path::Path, limit: Option<usize>) -> Result<Vec<Wave
         .collect::<Result<Vec<_>, _>>()?;
     progress.finish_and_clear();
     Ok(waveforms)
+}
+
+#[derive(Serialize)]
+struct ForwardReport {
+    checkpoint: PathBuf,
+    threads: usize,
+    times: Vec<ForwardTime>,
+    peak_rss_mib: Option<f64>,
+}
+
+fn forward(args: &ForwardBenchArgs) -> Result<ExitCode> {
+    let device = Device::flex();
+    let (model, _) = wav2vec2::load(&args.checkpoint, &device).context("cannot load the checkpoint")?;
+    let report = ForwardReport {
+        checkpoint: args.checkpoint.clone(),
+        threads: rayon::current_num_threads(),
+        times: bench::wav2vec2_forward(&model, &args.seconds, args.runs, &device),
+        peak_rss_mib: bench::peak_rss_mib(),
+    };
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "encoder forward, {} ({} threads)",
+            report.checkpoint.display(),
+            report.threads
+        );
+        for t in &report.times {
+            println!(
+                "  {:>5.1} s clip: median {:>8.1} ms, best {:>8.1} ms ({} runs)",
+                t.seconds_of_audio,
+                1e3 * t.median_s,
+                1e3 * t.best_s,
+                t.runs
+            );
+        }
+        if let Some(mib) = report.peak_rss_mib {
+            println!("  peak memory {mib:.0} MiB");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

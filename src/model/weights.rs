@@ -214,13 +214,27 @@ impl<'a> Scope<'a> {
     }
 
     /// `nn.Linear(d_in, d_out)`: PyTorch stores `[d_out, d_in]`, burn `[d_in, d_out]`.
+    /// The transpose is done here, on the values: a transposed tensor view
+    /// would be copied to contiguous memory by every matmul that reads it.
     pub fn linear(&self, name: &str, d_in: usize, d_out: usize, bias: bool) -> Linear {
         let scope = self.at(name);
         let mut linear = LinearConfig::new(d_in, d_out).with_bias(bias).init(self.device());
         if self.weights.random {
             return linear;
         }
-        linear.weight = Param::from_tensor(scope.tensor("weight", [d_out, d_in]).transpose());
+        let stored = match self.weights.raw(&scope.name("weight"), &[d_out, d_in]) {
+            Some(raw) => raw.data.as_slice(),
+            None => &[],
+        };
+        let mut values = vec![0.0f32; d_in * d_out];
+        if !stored.is_empty() {
+            for (o, row) in stored.chunks_exact(d_in).enumerate() {
+                for (i, &w) in row.iter().enumerate() {
+                    values[i * d_out + o] = w;
+                }
+            }
+        }
+        linear.weight = Param::from_tensor(Tensor::from_data(TensorData::new(values, [d_in, d_out]), self.device()));
         if bias {
             linear.bias = Some(Param::from_tensor(scope.tensor("bias", [d_out])));
         }

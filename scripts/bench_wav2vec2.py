@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""PyTorch + transformers vs emofuse: wav2vec2-base encoder forward time, in one run.
+
+Both run the same checkpoint (random-initialised wav2vec2-base made by
+`scripts/golden_wav2vec2.py --full-size DIR`, or any HF wav2vec2/HuBERT folder) on
+seeded white noise of each length, with 2 threads each, batch 1: one warm-up forward,
+then the median of --runs timed forwards. Each side runs in its own process so that
+peak memory (max RSS) is its own.
+
+Dependencies: scripts/requirements-torch.txt
+Run from the repository root, after `cargo build --release`:
+    python3 scripts/bench_wav2vec2.py --checkpoint DIR [--seconds 3,10]
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def torch_side(checkpoint, seconds, runs):
+    import torch
+    from transformers import AutoModel
+
+    torch.set_num_threads(2)
+    model = AutoModel.from_pretrained(checkpoint).eval()
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for length in seconds:
+        x = torch.rand(1, int(length * 16000), generator=generator) * 2 - 1
+        with torch.inference_mode():
+            model(x)
+            runs_s = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                model(x)
+                runs_s.append(time.perf_counter() - start)
+        runs_s.sort()
+        times.append({"seconds_of_audio": length, "median_s": runs_s[len(runs_s) // 2], "best_s": runs_s[0]})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"torch": torch.__version__, "times": times, "peak_rss_mib": peak}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--seconds", default="3,10")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--emofuse", default=str(ROOT / "target" / "release" / "emofuse"))
+    parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    seconds = [float(s) for s in args.seconds.split(",")]
+    if args.torch_only:
+        print(json.dumps(torch_side(args.checkpoint, seconds, args.runs)))
+        return
+    theirs = json.loads(subprocess.run(
+        [sys.executable, __file__, "--checkpoint", args.checkpoint, "--seconds", args.seconds,
+         "--runs", str(args.runs), "--torch-only"], check=True, capture_output=True, text=True).stdout)
+    ours = json.loads(subprocess.run(
+        [args.emofuse, "bench", "forward", "--checkpoint", args.checkpoint, "--seconds", args.seconds,
+         "--runs", str(args.runs), "--json"], check=True, capture_output=True, text=True).stdout)
+    print(f"{args.checkpoint}, batch 1, 2 threads each, median of {args.runs}")
+    print(f"{'clip':>6}  {'PyTorch ' + theirs['torch']:>22}  {'emofuse':>10}  emofuse / PyTorch")
+    for t, o in zip(theirs["times"], ours["times"]):
+        print(f"{t['seconds_of_audio']:>5.1f}s  {1e3 * t['median_s']:>19.1f} ms  {1e3 * o['median_s']:>7.1f} ms"
+              f"  {o['median_s'] / t['median_s']:.2f}x")
+    print(f"peak memory: PyTorch {theirs['peak_rss_mib']:.0f} MiB, emofuse {ours['peak_rss_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
