@@ -263,3 +263,47 @@ fn full_size_base_matches_transformers() {
     let error = compare("wav2vec2-base", &dir, &output, 0, &golden["ravdess"], 0);
     eprintln!("full-size wav2vec2-base, 12 layers: max abs error {error:.2e} over all 13 hidden states");
 }
+
+#[test]
+fn embed_command_writes_every_hidden_state() {
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let clip = shared_data().join(index["clips"]["tess"].as_str().unwrap());
+    let checkpoint = golden_dir().join("w2v2_large_like");
+    let out = tempfile::tempdir().unwrap();
+    let npy = out.path().join("tess.npy");
+    let output = crate::util::emofuse(&[
+        "embed",
+        clip.to_str().unwrap(),
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--layer",
+        "all",
+        "--npy",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bytes = std::fs::read(&npy).unwrap();
+    let array = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = array.shape().to_vec();
+    let values = array.into_vec::<f32>().unwrap();
+    let golden = &index["models"]["w2v2_large_like"]["outputs"]["tess"]["hidden_states"];
+    assert_eq!(shape[0] as usize, golden.as_array().unwrap().len());
+    for (layer, entry) in golden.as_array().unwrap().iter().enumerate() {
+        let (_, expected) = read_golden(&checkpoint, entry);
+        let ours = &values[layer * expected.len()..(layer + 1) * expected.len()];
+        assert!(max_error(ours, &expected) <= TOLERANCE, "layer {layer}");
+    }
+
+    let output = crate::util::emofuse(&[
+        "embed",
+        clip.to_str().unwrap(),
+        clip.to_str().unwrap(),
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--npy",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(!output.status.success(), "two inputs may not overwrite one output");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("would both be written to"));
+}

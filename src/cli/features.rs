@@ -62,7 +62,7 @@ pub fn features(args: &FeaturesArgs) -> Result<ExitCode> {
     let npy_target = args
         .npy
         .as_deref()
-        .map(|out| NpyTarget::new(out, args.files.len()))
+        .map(|out| NpyTarget::new(out, &args.files))
         .transpose()?;
     let mut problems = Vec::new();
     let mut out = std::io::stdout().lock();
@@ -141,25 +141,35 @@ pub fn features(args: &FeaturesArgs) -> Result<ExitCode> {
 }
 
 /// Where `--npy OUT` puts each file's array.
-enum NpyTarget {
+pub enum NpyTarget {
     File(PathBuf),
     Folder(PathBuf),
 }
 
 impl NpyTarget {
-    fn new(out: &Path, n_files: usize) -> Result<Self> {
+    /// Where the arrays of `inputs` go; two inputs may not share an output file.
+    pub fn new(out: &Path, inputs: &[PathBuf]) -> Result<Self> {
         let is_npy = out.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("npy"));
-        match (is_npy, n_files) {
-            (true, 1) => Ok(NpyTarget::File(out.to_owned())),
-            (true, _) => bail!(
-                "{}: one .npy file cannot hold {n_files} inputs; give a folder",
-                out.display()
-            ),
-            (false, _) => Ok(NpyTarget::Folder(out.to_owned())),
+        let target = match (is_npy, inputs.len()) {
+            (true, 1) => NpyTarget::File(out.to_owned()),
+            (true, n) => bail!("{}: one .npy file cannot hold {n} inputs; give a folder", out.display()),
+            (false, _) => NpyTarget::Folder(out.to_owned()),
+        };
+        let mut seen = std::collections::HashMap::new();
+        for input in inputs {
+            if let Some(first) = seen.insert(target.path_for(input), input) {
+                bail!(
+                    "{} and {} would both be written to {}",
+                    first.display(),
+                    input.display(),
+                    target.path_for(input).display()
+                );
+            }
         }
+        Ok(target)
     }
 
-    fn path_for(&self, input: &Path) -> PathBuf {
+    pub fn path_for(&self, input: &Path) -> PathBuf {
         match self {
             NpyTarget::File(file) => file.clone(),
             NpyTarget::Folder(dir) => {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod embed;
 mod features;
 
 use std::io::Write;
@@ -34,6 +35,8 @@ enum Command {
     Prepare(features::PrepareArgs),
     /// Frame features (MFCC, ZCR, RMS) or the log-mel spectrogram of audio files, as librosa computes them.
     Features(features::FeaturesArgs),
+    /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
+    Embed(embed::EmbedArgs),
     /// Measure throughput of a pipeline stage on real clips.
     Bench {
         #[command(subcommand)]
@@ -47,6 +50,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Data { command } => data::run(command),
         Command::Prepare(args) => features::prepare(&args),
         Command::Features(args) => features::features(&args),
+        Command::Embed(args) => embed::embed(&args),
         Command::Bench { command } => bench::run(command),
     }
 }

@@ -6,6 +6,7 @@ pub mod wav2vec2;
 pub mod weights;
 
 use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
 
 /// Exact-form GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`, for inference.
 ///
@@ -21,12 +22,14 @@ pub fn fast_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         .convert::<f32>()
         .try_into_vec()
         .expect("f32 data after convert");
-    for chunk in values.chunks_mut(8) {
-        let mut lanes = [0.0f32; 8];
-        lanes[..chunk.len()].copy_from_slice(chunk);
-        let out = gelu_lanes(wide::f32x8::from(lanes)).to_array();
-        chunk.copy_from_slice(&out[..chunk.len()]);
-    }
+    values.par_chunks_mut(1 << 14).for_each(|block| {
+        for chunk in block.chunks_mut(8) {
+            let mut lanes = [0.0f32; 8];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            let out = gelu_lanes(wide::f32x8::from(lanes)).to_array();
+            chunk.copy_from_slice(&out[..chunk.len()]);
+        }
+    });
     Tensor::from_data(TensorData::new(values, shape), &device)
 }
 
