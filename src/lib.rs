@@ -7,6 +7,11 @@
 pub mod audio;
 pub mod bench;
 pub mod data;
+pub mod eval;
+pub mod experiment;
 pub mod features;
+pub mod infer;
 pub mod model;
 pub mod persist;
+pub mod plot;
+pub mod train;

@@ -6,4 +6,5 @@ mod audio;
 mod cli;
 mod data;
 mod features;
+mod train;
 mod wav2vec2;

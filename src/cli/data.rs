@@ -246,3 +246,13 @@ fn print_folds(report: &FoldsReport) -> Result<()> {
     }
     Ok(())
 }
+
+impl ProtocolName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtocolName::Emobox => "emobox",
+            ProtocolName::Kfold => "kfold",
+            ProtocolName::Loso => "loso",
+        }
+    }
+}

@@ -5,6 +5,8 @@ mod bench;
 mod data;
 mod embed;
 mod features;
+mod predict;
+mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,6 +17,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use emofuse::data::Problem;
+
+pub use data::ProtocolName;
 
 /// Speech emotion recognition that holds up in real noise and says why.
 #[derive(Debug, Parser)]
@@ -35,6 +39,14 @@ enum Command {
     Prepare(features::PrepareArgs),
     /// Frame features (MFCC, ZCR, RMS) or the log-mel spectrogram of audio files, as librosa computes them.
     Features(features::FeaturesArgs),
+    /// The emotion of audio files (the built-in model unless --model).
+    Predict(predict::PredictArgs),
+    /// Score a model on a corpus or one of its folds: UA, WA, F1, confusion matrix.
+    Eval(predict::EvalArgs),
+    /// Train one model (fusion or a single stream); optionally test it on one fold.
+    Train(train::TrainArgs),
+    /// Train and test every fold of a protocol; UA/WA/F1 mean ± std over folds.
+    Cv(train::CvArgs),
     /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
     Embed(embed::EmbedArgs),
     /// Measure throughput of a pipeline stage on real clips.
@@ -50,6 +62,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Data { command } => data::run(command),
         Command::Prepare(args) => features::prepare(&args),
         Command::Features(args) => features::features(&args),
+        Command::Predict(args) => predict::predict(&args),
+        Command::Eval(args) => predict::eval(&args),
+        Command::Train(args) => train::train(&args),
+        Command::Cv(args) => train::cv(&args),
         Command::Embed(args) => embed::embed(&args),
         Command::Bench { command } => bench::run(command),
     }

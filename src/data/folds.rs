@@ -162,6 +162,61 @@ pub fn check_fold(clips: &[Clip], fold: &Fold, number: usize, speaker_independen
     Ok(())
 }
 
+/// A validation set carved from a fold's training clips.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidationSplit {
+    pub train: Vec<usize>,
+    pub validation: Vec<usize>,
+    /// Which speakers were held out, or why the split is not by speaker.
+    pub description: String,
+}
+
+/// Holds out about `fraction` of the training *speakers* (at least one,
+/// never all) for validation, chosen by a seeded shuffle, so that model
+/// selection never sees the test speakers and, where there are enough
+/// speakers, not the training speakers either. With a single training
+/// speaker (TESS's cross-speaker split) it falls back to every
+/// `1/fraction`-th clip of each label, and says so.
+pub fn validation_split(clips: &[Clip], train: &[usize], fraction: f64, seed: u64) -> ValidationSplit {
+    let mut by_speaker: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &i in train {
+        by_speaker
+            .entry(clips[i].speaker.as_deref().unwrap_or(""))
+            .or_default()
+            .push(i);
+    }
+    if by_speaker.len() >= 2 {
+        let mut speakers: Vec<&str> = by_speaker.keys().copied().collect();
+        speakers.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let n_validation = ((speakers.len() as f64 * fraction).round() as usize).clamp(1, speakers.len() - 1);
+        let mut held_out: Vec<&str> = speakers[..n_validation].to_vec();
+        held_out.sort_unstable();
+        let held: HashSet<&str> = held_out.iter().copied().collect();
+        let (validation, train): (Vec<usize>, Vec<usize>) = train
+            .iter()
+            .partition(|&&i| held.contains(clips[i].speaker.as_deref().unwrap_or("")));
+        return ValidationSplit {
+            train,
+            validation,
+            description: format!("speakers {}", held_out.join(", ")),
+        };
+    }
+    let every = (1.0 / fraction.max(1e-3)).round().max(2.0) as usize;
+    let mut seen_per_label: BTreeMap<&str, usize> = BTreeMap::new();
+    let (validation, train): (Vec<usize>, Vec<usize>) = train.iter().partition(|&&i| {
+        let seen = seen_per_label.entry(clips[i].label.as_str()).or_insert(0);
+        *seen += 1;
+        (*seen).is_multiple_of(every)
+    });
+    ValidationSplit {
+        train,
+        validation,
+        description: format!(
+            "every {every}th clip per label of the only training speaker (not speaker-independent: model selection on it is optimistic)"
+        ),
+    }
+}
+
 /// Clip counts per label on each side of a fold.
 pub fn class_balance(clips: &[Clip], indices: &[usize]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();

@@ -5,7 +5,9 @@
 //! the one canonical set every model uses (`label`). Labels and speakers come
 //! from file and folder names only; the audio is not opened here.
 
+pub mod batcher;
 pub mod crema_d;
+pub mod examples;
 pub mod folder;
 pub mod folds;
 pub mod manifest;
@@ -33,6 +35,18 @@ pub enum Emotion {
 }
 
 impl Emotion {
+    /// Every emotion, in the order class lists use.
+    pub const ALL: [Emotion; 8] = [
+        Emotion::Neutral,
+        Emotion::Calm,
+        Emotion::Happy,
+        Emotion::Sad,
+        Emotion::Angry,
+        Emotion::Fear,
+        Emotion::Disgust,
+        Emotion::Surprise,
+    ];
+
     /// The canonical name, as written in configs and outputs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -66,7 +80,7 @@ impl Emotion {
 }
 
 /// The layouts emofuse reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Corpus {
     Ravdess,

@@ -1,0 +1,286 @@
+//! One experiment end to end, as `emofuse train` and `emofuse cv` run it:
+//! corpora → split (test fold, validation speakers) → examples → training →
+//! model directory → scores on the test fold, all written to one folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::examples::{self, ClipAudio};
+use crate::data::folds::{self, ValidationSplit};
+use crate::data::{Clip, Problem};
+use crate::eval::{Metrics, argmax_rows};
+use crate::features::FeatureStats;
+use crate::infer::Predictor;
+use crate::model::saved::{self, EmbeddingMeans, ModelConfig, Provenance};
+use crate::model::temporal::{BackboneConfig, FrozenBackbone};
+use crate::model::wav2vec2;
+use crate::persist;
+use crate::train::{self, Event, TrainingConfig, TrainingData};
+
+/// Clips of one or more corpora with their decoded audio and features.
+pub struct LoadedCorpus {
+    pub clips: Vec<Clip>,
+    pub audio: Vec<ClipAudio>,
+    /// Corpus roots, for provenance.
+    pub sources: Vec<String>,
+    /// Files that could not be read (left out).
+    pub problems: Vec<Problem>,
+}
+
+/// Which clips train, validate and test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    /// `"emobox fold 3"`, `"fold-file folds.json #2"`, or `"all clips"`.
+    pub name: String,
+    pub train: Vec<usize>,
+    pub validation: Vec<usize>,
+    pub test: Vec<usize>,
+    pub validation_description: String,
+}
+
+impl Split {
+    /// Carves a validation set of training speakers out of `train`.
+    pub fn new(
+        name: String,
+        corpus: &LoadedCorpus,
+        train: Vec<usize>,
+        test: Vec<usize>,
+        fraction: f64,
+        seed: u64,
+    ) -> Split {
+        let ValidationSplit {
+            train,
+            validation,
+            description,
+        } = if fraction > 0.0 {
+            folds::validation_split(&corpus.clips, &train, fraction, seed)
+        } else {
+            ValidationSplit {
+                train,
+                validation: Vec::new(),
+                description: "none (fixed number of epochs)".into(),
+            }
+        };
+        Split {
+            name,
+            train,
+            validation,
+            test,
+            validation_description: description,
+        }
+    }
+}
+
+/// Settings of an experiment beyond the training loop's.
+#[derive(Debug, Clone)]
+pub struct ExperimentConfig {
+    pub training: TrainingConfig,
+    /// f16 weights in the model file (half the size).
+    pub half: bool,
+    /// The command line, for provenance.
+    pub command: String,
+}
+
+/// Scores and files of one finished split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldResult {
+    pub split: String,
+    pub model_dir: PathBuf,
+    pub labels: Vec<String>,
+    /// Scores on the test clips (none when the split has no test clips).
+    pub test: Option<Metrics>,
+    /// Test clips left out because their label never occurs in training.
+    pub unscored_test_clips: usize,
+    pub best_epoch: usize,
+    pub best_validation_ua: Option<f64>,
+    pub train_seconds: f64,
+}
+
+pub const RESULT_FILE: &str = "results.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
+    #[error(transparent)]
+    ModelDir(#[from] saved::ModelDirError),
+    #[error(transparent)]
+    Infer(#[from] crate::infer::InferError),
+    #[error("the pretrained encoder: {0}")]
+    Backbone(#[from] wav2vec2::LoadError),
+    #[error("{}: cannot write: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("interrupted: the checkpoint is saved; run the same command with --resume to continue")]
+    Interrupted,
+}
+
+/// Trains on `split.train`, selects on `split.validation`, saves the model in
+/// `out_dir` and scores it on `split.test`.
+pub fn run(
+    out_dir: &Path,
+    corpus: &LoadedCorpus,
+    split: &Split,
+    config: &ExperimentConfig,
+    resume: bool,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<FoldResult, ExperimentError> {
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out_dir.join(name);
+        persist::write_atomic(&path, bytes).map_err(|source| ExperimentError::Write { path, source })
+    };
+    let pick = |indices: &[usize]| -> (Vec<&Clip>, Vec<&ClipAudio>) {
+        indices.iter().map(|&i| (&corpus.clips[i], &corpus.audio[i])).unzip()
+    };
+    let (train_clips, train_audio) = pick(&split.train);
+    let labels = examples::label_list(train_clips.iter().map(|c| c.label.as_str()));
+    let feature_stats = FeatureStats::fit(train_audio.iter().map(|a| &a.features));
+    let mut training = config.training.clone();
+    training.model.n_classes = labels.len();
+    let backbone = training.model.temporal.backbone.clone();
+    let has_temporal = training.model.kind.has_temporal();
+    let preprocessor = has_temporal.then(|| backbone.preprocessor());
+    let make = |indices: &[usize]| {
+        let (clips, audio) = pick(indices);
+        // A clip whose label the training set lacks cannot be scored (see `unscored_test_clips`).
+        let known: Vec<usize> = (0..clips.len()).filter(|&i| labels.contains(&clips[i].label)).collect();
+        let clips: Vec<&Clip> = known.iter().map(|&i| clips[i]).collect();
+        let audio: Vec<&ClipAudio> = known.iter().map(|&i| audio[i]).collect();
+        examples::examples(&clips, &audio, &labels, feature_stats.as_ref(), preprocessor.as_ref())
+    };
+    let (train_examples, validation_examples) = (make(&split.train), make(&split.validation));
+    write("split.json", &split_json(corpus, split))?;
+
+    let pretrained = match (&backbone, has_temporal) {
+        (
+            BackboneConfig::Wav2vec2 {
+                path, finetune: true, ..
+            },
+            true,
+        ) => Some(wav2vec2::load(path, &burn::tensor::Device::flex().autodiff())?.0),
+        _ => None,
+    };
+    let frozen = (has_temporal && !backbone.is_trained())
+        .then(|| FrozenBackbone::load(&backbone, &burn::tensor::Device::flex()))
+        .transpose()?;
+    let data = TrainingData {
+        train: &train_examples,
+        validation: &validation_examples,
+        n_classes: labels.len(),
+    };
+    let outcome = train::train(
+        out_dir,
+        &training,
+        &data,
+        frozen.as_ref(),
+        pretrained,
+        resume,
+        stop,
+        on_event,
+    )?;
+    if outcome.interrupted {
+        return Err(ExperimentError::Interrupted);
+    }
+    let train_seconds = outcome.logs.iter().map(|log| log.seconds).sum();
+    let mut model_config = ModelConfig {
+        format: saved::FORMAT.into(),
+        model: training.model.clone(),
+        features: crate::features::FeatureConfig::default(),
+        feature_stats: feature_stats.clone(),
+        labels: labels.clone(),
+        embedding_means: EmbeddingMeans::default(),
+        training: Some(Provenance {
+            command: config.command.clone(),
+            data: corpus.sources.clone(),
+            fold: Some(split.name.clone()),
+            seed: training.seed,
+            version: env!("CARGO_PKG_VERSION").into(),
+            commit: option_env!("EMOFUSE_COMMIT").unwrap_or("unknown").into(),
+            train_clips: split.train.len(),
+            validation_clips: split.validation.len(),
+            validation: split.validation_description.clone(),
+            epochs_run: outcome.logs.len(),
+            best_epoch: outcome.best_epoch,
+            best_validation_ua: outcome.best_validation_ua,
+            seconds: train_seconds,
+        }),
+    };
+    let predictor = Predictor::from_parts(model_config.clone(), outcome.model.clone())?;
+    model_config.embedding_means = embedding_means(&predictor, &train_examples);
+    saved::save(out_dir, &model_config, &outcome.model, config.half)?;
+    let predictor = Predictor::from_parts(model_config, outcome.model)?;
+
+    let test_examples = make(&split.test);
+    let unscored_test_clips = split.test.len() - test_examples.len();
+    let test = (!test_examples.is_empty()).then(|| {
+        let probabilities = predictor.probabilities(&test_examples);
+        let truth: Vec<usize> = test_examples.iter().map(|e| e.label).collect();
+        Metrics::compute(&truth, &argmax_rows(&probabilities, labels.len()), labels.len())
+    });
+    let result = FoldResult {
+        split: split.name.clone(),
+        model_dir: out_dir.to_owned(),
+        labels,
+        test,
+        unscored_test_clips,
+        best_epoch: outcome.best_epoch,
+        best_validation_ua: outcome.best_validation_ua,
+        train_seconds,
+    };
+    write(
+        RESULT_FILE,
+        &serde_json::to_vec_pretty(&result).expect("results serialise"),
+    )?;
+    Ok(result)
+}
+
+/// Mean pooled embedding of each stream over `examples` (SHAP's baseline).
+fn embedding_means(predictor: &Predictor, examples: &[crate::data::batcher::Example]) -> EmbeddingMeans {
+    let mut sums: [Option<Vec<f64>>; 2] = [None, None];
+    for chunk in examples.chunks(16) {
+        let refs: Vec<_> = chunk.iter().collect();
+        let output = predictor.forward(&refs);
+        for (slot, stream) in sums.iter_mut().zip([output.spectral, output.temporal]) {
+            if let Some(stream) = stream {
+                let values: Vec<f32> = stream
+                    .embedding
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec()
+                    .expect("f32");
+                let d = values.len() / chunk.len();
+                let sum = slot.get_or_insert_with(|| vec![0.0; d]);
+                for row in values.chunks_exact(d) {
+                    for (s, &v) in sum.iter_mut().zip(row) {
+                        *s += f64::from(v);
+                    }
+                }
+            }
+        }
+    }
+    let mean = |sum: Option<Vec<f64>>| sum.map(|s| s.iter().map(|v| (v / examples.len() as f64) as f32).collect());
+    let [spectral, temporal] = sums;
+    EmbeddingMeans {
+        spectral: mean(spectral),
+        temporal: mean(temporal),
+    }
+}
+
+fn split_json(corpus: &LoadedCorpus, split: &Split) -> Vec<u8> {
+    let paths = |indices: &[usize]| -> Vec<String> {
+        indices
+            .iter()
+            .map(|&i| corpus.clips[i].path.display().to_string())
+            .collect()
+    };
+    let value = serde_json::json!({
+        "name": split.name,
+        "validation": split.validation_description,
+        "train": paths(&split.train),
+        "validation_clips": paths(&split.validation),
+        "test": paths(&split.test),
+    });
+    serde_json::to_vec_pretty(&value).expect("a split serialises")
+}

@@ -1,0 +1,184 @@
+//! The emotion model: the spectral and/or temporal stream, their fusion, and
+//! an MLP classifier. The four variants of the paper's comparison share this
+//! one module: `spectral` and `temporal` (single-branch baselines),
+//! `fusion-concat` (`[e_s; e_t]`) and `fusion-gated`
+//! (`g = σ(W[e_s; e_t] + b)`, `e = g ⊙ e_s + (1 − g) ⊙ e_t`, with `g` returned).
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::spectral_cnn::{SpectralCnn, SpectralCnnConfig, StreamOutput};
+use super::temporal::{TemporalConfig, TemporalStream};
+use super::wav2vec2::Wav2Vec2;
+
+/// Which streams the model has and how they are fused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// The 1D-CNN over MFCC + ZCR + RMS alone.
+    Spectral,
+    /// The speech encoder alone.
+    Temporal,
+    /// Both streams, embeddings concatenated.
+    FusionConcat,
+    /// Both streams, mixed by a learned per-clip gate.
+    FusionGated,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Spectral => "spectral",
+            ModelKind::Temporal => "temporal",
+            ModelKind::FusionConcat => "fusion-concat",
+            ModelKind::FusionGated => "fusion-gated",
+        }
+    }
+
+    pub fn has_spectral(self) -> bool {
+        self != ModelKind::Temporal
+    }
+
+    pub fn has_temporal(self) -> bool {
+        self != ModelKind::Spectral
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmotionModelConfig {
+    pub kind: ModelKind,
+    pub spectral: SpectralCnnConfig,
+    pub temporal: TemporalConfig,
+    pub classifier_hidden: usize,
+    pub dropout: f64,
+    pub n_classes: usize,
+}
+
+impl EmotionModelConfig {
+    /// The fusion width: both streams' embeddings have it.
+    pub fn d_model(&self) -> usize {
+        self.spectral.d_model()
+    }
+
+    /// A new model; a trained temporal encoder may start from pretrained weights.
+    pub fn init(&self, encoder: Option<Wav2Vec2>, device: &Device) -> EmotionModel {
+        let d = self.d_model();
+        let classifier_in = if self.kind == ModelKind::FusionConcat { 2 * d } else { d };
+        EmotionModel {
+            spectral: self.kind.has_spectral().then(|| self.spectral.init(device)),
+            temporal: self.kind.has_temporal().then(|| self.temporal.init(encoder, device)),
+            gate: (self.kind == ModelKind::FusionGated).then(|| LinearConfig::new(2 * d, d).init(device)),
+            classifier: Classifier {
+                hidden: LinearConfig::new(classifier_in, self.classifier_hidden).init(device),
+                dropout: DropoutConfig::new(self.dropout).init(),
+                output: LinearConfig::new(self.classifier_hidden, self.n_classes).init(device),
+            },
+        }
+    }
+}
+
+/// Linear → GELU → dropout → linear.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub hidden: Linear,
+    pub dropout: Dropout,
+    pub output: Linear,
+}
+
+impl Classifier {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.output.forward(self.dropout.forward(gelu(self.hidden.forward(x))))
+    }
+}
+
+/// The model. Fields follow [`ModelKind`]: a missing stream is `None`.
+#[derive(Module, Debug)]
+pub struct EmotionModel {
+    pub spectral: Option<SpectralCnn>,
+    pub temporal: Option<TemporalStream>,
+    pub gate: Option<Linear>,
+    pub classifier: Classifier,
+}
+
+/// The temporal stream's input: waveforms for an encoder inside the model,
+/// hidden states for a frozen encoder outside it.
+#[derive(Debug, Clone)]
+pub enum TemporalInput {
+    /// `[batch, max_samples]`, normalised and zero-padded.
+    Waveform {
+        samples: Box<Tensor<2>>,
+        n_samples: Vec<usize>,
+    },
+    /// Each `[batch, max_frames, hidden]`.
+    Hidden {
+        states: Vec<Tensor<3>>,
+        n_frames: Vec<usize>,
+    },
+}
+
+/// A batch as the model takes it.
+#[derive(Debug, Clone)]
+pub struct ModelInput {
+    /// `[batch, n_features, max_frames]` standardised frame features, and each clip's frames.
+    pub features: Option<(Tensor<3>, Vec<usize>)>,
+    pub temporal: Option<TemporalInput>,
+}
+
+/// Everything a forward pass computes that a prediction or an explanation needs.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// `[batch, n_classes]`.
+    pub logits: Tensor<2>,
+    pub spectral: Option<StreamOutput>,
+    pub temporal: Option<StreamOutput>,
+    /// `[batch, d]`: the fusion gate, the weight of the spectral stream (gated fusion only).
+    pub gate: Option<Tensor<2>>,
+}
+
+impl EmotionModel {
+    pub fn forward(&self, input: ModelInput) -> ModelOutput {
+        let spectral = self.spectral.as_ref().map(|stream| {
+            let (features, n_frames) = input.features.expect("the spectral stream needs features");
+            stream.forward(features, &n_frames)
+        });
+        let temporal = self.temporal.as_ref().map(|stream| {
+            match input
+                .temporal
+                .expect("the temporal stream needs audio or hidden states")
+            {
+                TemporalInput::Waveform { samples, n_samples } => stream.forward_waveform(*samples, &n_samples),
+                TemporalInput::Hidden { states, n_frames } => stream.forward_hidden(states, &n_frames),
+            }
+        });
+        let (logits, gate) = self.head(
+            spectral.as_ref().map(|s| s.embedding.clone()),
+            temporal.as_ref().map(|t| t.embedding.clone()),
+        );
+        ModelOutput {
+            logits,
+            spectral,
+            temporal,
+            gate,
+        }
+    }
+
+    /// Fusion and classifier from the streams' pooled embeddings (each
+    /// `[batch, d]`): what stream-level explanations re-run with an embedding
+    /// replaced.
+    pub fn head(&self, spectral: Option<Tensor<2>>, temporal: Option<Tensor<2>>) -> (Tensor<2>, Option<Tensor<2>>) {
+        let (fused, gate) = match (spectral, temporal, &self.gate) {
+            (Some(e_s), Some(e_t), Some(gate)) => {
+                let g = sigmoid(gate.forward(Tensor::cat(vec![e_s.clone(), e_t.clone()], 1))); // [b, d]
+                let fused = g.clone() * e_s + (g.ones_like() - g.clone()) * e_t;
+                (fused, Some(g))
+            }
+            (Some(e_s), Some(e_t), None) => (Tensor::cat(vec![e_s, e_t], 1), None),
+            (Some(e), None, _) | (None, Some(e), _) => (e, None),
+            (None, None, _) => unreachable!("a model has at least one stream"),
+        };
+        (self.classifier.forward(fused), gate)
+    }
+}

@@ -1,0 +1,137 @@
+//! PNG pictures (plotters, bitmap backend) with a bundled font, so that they
+//! render the same on a machine without any fonts installed.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::persist;
+
+/// DejaVu Sans (Bitstream Vera licence, `assets/fonts/LICENSE-DejaVu.txt`).
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+pub const FONT_NAME: &str = "sans-serif";
+
+/// Registers the bundled font once for plotters' text.
+pub fn ensure_font() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // The font is bundled and valid: a failure is a packaging bug.
+        plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT)
+            .map_err(|_| "bad font")
+            .expect("the bundled font loads");
+    });
+}
+
+/// Why a picture could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("{}: cannot draw: {detail}", path.display())]
+    Draw { path: std::path::PathBuf, detail: String },
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Renders with `draw` onto a `width × height` white canvas and writes the
+/// PNG to `path` atomically.
+pub fn render_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<(), PlotError> {
+    ensure_font();
+    let drawing_error = |detail: String| PlotError::Draw {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut pixels = vec![0u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| drawing_error(e.to_string()))?;
+        draw(&root).map_err(drawing_error)?;
+        root.present().map_err(|e| drawing_error(e.to_string()))?;
+    }
+    let mut png = Vec::new();
+    let encoder = image::codecs::png::PngEncoder::new(&mut png);
+    image::ImageEncoder::write_image(encoder, &pixels, width, height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| drawing_error(e.to_string()))?;
+    persist::write_atomic(path, &png).map_err(|source| PlotError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A confusion matrix as a heat map of row-normalised recall, with counts.
+pub fn confusion_matrix(
+    path: &Path,
+    labels: &[String],
+    confusion: &[Vec<usize>],
+    title: &str,
+) -> Result<(), PlotError> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let n = labels.len();
+    let cell = 64u32;
+    let size = (170 + cell * n as u32, 150 + cell * n as u32);
+    render_png(path, size, |root| {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT_NAME, 20))
+            .margin(12)
+            .x_label_area_size(55)
+            .y_label_area_size(95)
+            .build_cartesian_2d(0.0..n as f64, 0.0..n as f64)
+            .map_err(|e| err(&e))?;
+        // Tick at the middle of each cell; row 0 (the first label) on top.
+        let name = |v: f64, flip: bool| {
+            let i = v.floor() as usize;
+            let i = if flip { n.saturating_sub(1 + i) } else { i };
+            if (v - v.floor() - 0.5).abs() < 1e-6 {
+                labels.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(2 * n + 1)
+            .y_labels(2 * n + 1)
+            .x_label_formatter(&|v| name(*v, false))
+            .y_label_formatter(&|v| name(*v, true))
+            .x_desc("predicted")
+            .y_desc("true")
+            .label_style((FONT_NAME, 14))
+            .axis_desc_style((FONT_NAME, 16))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (t, row) in confusion.iter().enumerate() {
+            let total: usize = row.iter().sum();
+            for (p, &count) in row.iter().enumerate() {
+                let share = if total == 0 { 0.0 } else { count as f64 / total as f64 };
+                let (x, y) = (p as f64, (n - 1 - t) as f64);
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(x, y), (x + 1.0, y + 1.0)],
+                        ViridisRGB::get_color(share).filled(),
+                    )))
+                    .map_err(|e| err(&e))?;
+                let text_color = if share > 0.6 { BLACK } else { WHITE };
+                let style = (FONT_NAME, 16)
+                    .into_font()
+                    .color(&text_color)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{count}"),
+                        (x + 0.5, y + 0.5),
+                        style,
+                    )))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,158 @@
+//! Training as users run it: a tiny real corpus, killed and resumed, must end
+//! with exactly the weights of an uninterrupted run with the same seed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{emofuse, shared_data};
+
+/// A manifest of 56 RAVDESS clips: 4 actors, 4 emotions, 2 of the 4
+/// statement × repetition takes.
+fn tiny_manifest(dir: &Path) -> PathBuf {
+    let root = shared_data().join("ravdess/Audio_Speech_Actors_01-24");
+    let mut rows = String::from("path,label,speaker\n");
+    for actor in 1..=4 {
+        for (code, label) in [("01", "neutral"), ("03", "happy"), ("04", "sad"), ("05", "angry")] {
+            // Neutral has only the normal intensity.
+            let intensities: &[&str] = if code == "01" { &["01"] } else { &["01", "02"] };
+            for intensity in intensities {
+                for take in ["01-01", "02-02"] {
+                    let name = format!("03-01-{code}-{intensity}-{take}-{actor:02}.flac");
+                    let path = root.join(format!("Actor_{actor:02}")).join(name);
+                    rows += &format!("{},{label},{actor}\n", path.display());
+                }
+            }
+        }
+    }
+    let manifest = dir.join("tiny.csv");
+    std::fs::write(&manifest, rows).unwrap();
+    manifest
+}
+
+fn train_args(manifest: &Path, out: &Path, cache: &Path) -> Vec<String> {
+    [
+        "train",
+        "--data",
+        manifest.to_str().unwrap(),
+        "--model",
+        "spectral",
+        "--epochs",
+        "20",
+        "--batch-size",
+        "8",
+        "--validation",
+        "0.25",
+        "--patience",
+        "0",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn killed_and_resumed_training_ends_with_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = tiny_manifest(dir.path());
+    let cache = dir.path().join("cache");
+
+    let straight = dir.path().join("straight");
+    let args = train_args(&manifest, &straight, &cache);
+    let started = Instant::now();
+    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let full_run = started.elapsed();
+    let reference = std::fs::read(straight.join("model.safetensors")).unwrap();
+
+    // Kill (SIGKILL) each run once it has finished an epoch (so every run
+    // makes progress), a varying time later: mid-batch, mid-validation or
+    // while the next checkpoint is being written. Then resume.
+    let killed = dir.path().join("killed");
+    let checkpoint = killed.join("checkpoint.bin");
+    let mut args = train_args(&manifest, &killed, &cache);
+    args.push("--resume".into());
+    let stamp = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut kills = 0;
+    for attempt in 0u64.. {
+        assert!(attempt < 40, "the resumed run never finished");
+        let before = stamp(&checkpoint);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + full_run * 4;
+        while stamp(&checkpoint) == before && child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(attempt * 37 % 150));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 5, "only {kills} kills landed mid-run");
+    let resumed = std::fs::read(killed.join("model.safetensors")).unwrap();
+    assert!(
+        resumed == reference,
+        "after {kills} kills the weights differ from the uninterrupted run"
+    );
+    let log = std::fs::read_to_string(killed.join("train_log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 20, "one log line per epoch, none repeated: {log}");
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_resume_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = tiny_manifest(dir.path());
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("run");
+    let args = train_args(&manifest, &out, &cache);
+    let child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first checkpoint, then interrupt as Ctrl-C does.
+    let checkpoint = out.join("checkpoint.bin");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "an interrupted run does not report success");
+    assert!(
+        stderr.contains("--resume"),
+        "the user is told how to continue: {stderr}"
+    );
+    assert!(
+        !out.join("model.safetensors").exists(),
+        "no model is written for an unfinished run"
+    );
+
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let output = emofuse(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["split"], "all clips");
+    assert!(out.join("model.safetensors").exists());
+}
