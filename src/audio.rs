@@ -549,6 +549,34 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String>
     Ok(out)
 }
 
+/// Speed perturbation, as sox's `speed` effect: the clip played `factor`
+/// times faster (tempo and pitch together), still at [`SAMPLE_RATE`].
+/// Augmentation-grade: rubato's FFT resampler (fast, fixed ratio), its
+/// latency removed; `factor` is rounded to a multiple of 1/1600.
+pub fn speed_perturb(samples: &[f32], factor: f64) -> Result<Vec<f32>, String> {
+    use rubato::FftFixedInOut;
+    let from = (f64::from(SAMPLE_RATE) * factor / 10.0).round() as usize * 10;
+    let to = SAMPLE_RATE as usize;
+    if from == to || samples.is_empty() {
+        return Ok(samples.to_vec());
+    }
+    let mut resampler = FftFixedInOut::<f32>::new(from, to, 1024, 1).map_err(|err| err.to_string())?;
+    let delay = resampler.output_delay();
+    let wanted = (samples.len() as f64 * to as f64 / from as f64).round() as usize;
+    let chunk = resampler.input_frames_next();
+    let mut out = Vec::with_capacity(wanted + delay + 2 * chunk);
+    let mut padded = samples.to_vec();
+    // Enough trailing zeros to flush the delay line, in whole chunks.
+    padded.resize((samples.len() + from * delay / to + chunk).next_multiple_of(chunk), 0.0);
+    for block in padded.chunks_exact(chunk) {
+        let output = resampler.process(&[block], None).map_err(|err| err.to_string())?;
+        out.extend_from_slice(&output[0]);
+    }
+    out.drain(..delay.min(out.len()));
+    out.truncate(wanted);
+    Ok(out)
+}
+
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
+use crate::augment::WaveAugment;
 use crate::data::examples::{self, ClipAudio};
 use crate::data::folds::{self, ValidationSplit};
 use crate::data::{Clip, Problem};
@@ -16,6 +17,7 @@ use crate::infer::Predictor;
 use crate::model::saved::{self, EmbeddingMeans, ModelConfig, Provenance};
 use crate::model::temporal::{BackboneConfig, FrozenBackbone};
 use crate::model::wav2vec2;
+use crate::noise::NoiseBank;
 use crate::persist;
 use crate::train::{self, Event, TrainingConfig, TrainingData};
 
@@ -112,6 +114,8 @@ pub enum ExperimentError {
     Backbone(#[from] wav2vec2::LoadError),
     #[error("{}: cannot write: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("the noise corpus: {0}")]
+    Noise(#[from] crate::noise::NoiseError),
     #[error("interrupted: the checkpoint is saved; run the same command with --resume to continue")]
     Interrupted,
 }
@@ -142,15 +146,35 @@ pub fn run(
     let backbone = training.model.temporal.backbone.clone();
     let has_temporal = training.model.kind.has_temporal();
     let preprocessor = has_temporal.then(|| backbone.preprocessor());
-    let make = |indices: &[usize]| {
+    let keep_raw = training.augment.changes_audio();
+    let make = |indices: &[usize], raw: bool| {
         let (clips, audio) = pick(indices);
         // A clip whose label the training set lacks cannot be scored (see `unscored_test_clips`).
         let known: Vec<usize> = (0..clips.len()).filter(|&i| labels.contains(&clips[i].label)).collect();
         let clips: Vec<&Clip> = known.iter().map(|&i| clips[i]).collect();
         let audio: Vec<&ClipAudio> = known.iter().map(|&i| audio[i]).collect();
-        examples::examples(&clips, &audio, &labels, feature_stats.as_ref(), preprocessor.as_ref())
+        examples::examples(
+            &clips,
+            &audio,
+            &labels,
+            feature_stats.as_ref(),
+            preprocessor.as_ref(),
+            raw,
+        )
     };
-    let (train_examples, validation_examples) = (make(&split.train), make(&split.validation));
+    let (train_examples, validation_examples) = (make(&split.train, keep_raw), make(&split.validation, false));
+    let noise = match &training.augment.noise {
+        Some(config) => Some((NoiseBank::load(&config.dir)?.split(training.seed).0, config.clone())),
+        None => None,
+    };
+    let wave_augment = keep_raw.then(|| WaveAugment {
+        speeds: training.augment.speeds.clone(),
+        noise,
+        extractor: crate::features::FeatureExtractor::new(crate::features::FeatureConfig::default())
+            .expect("the default feature configuration is valid"),
+        stats: feature_stats.clone(),
+        preprocessor: preprocessor.clone(),
+    });
     write("split.json", &split_json(corpus, split))?;
 
     let pretrained = match (&backbone, has_temporal) {
@@ -176,6 +200,7 @@ pub fn run(
         &data,
         frozen.as_ref(),
         pretrained,
+        wave_augment.as_ref().map(|a| a as &dyn train::AudioAugment),
         resume,
         stop,
         on_event,
@@ -212,7 +237,7 @@ pub fn run(
     saved::save(out_dir, &model_config, &outcome.model, config.half)?;
     let predictor = Predictor::from_parts(model_config, outcome.model)?;
 
-    let test_examples = make(&split.test);
+    let test_examples = make(&split.test, false);
     let unscored_test_clips = split.test.len() - test_examples.len();
     let test = (!test_examples.is_empty()).then(|| {
         let probabilities = predictor.probabilities(&test_examples);

@@ -166,6 +166,7 @@ impl Predictor {
         Ok(Example {
             features: Some(features),
             samples,
+            raw: None,
             label: 0,
         })
     }

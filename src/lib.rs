@@ -5,6 +5,7 @@
 //! speaker-independent folds, [`features`] computes librosa's frame features.
 
 pub mod audio;
+pub mod augment;
 pub mod bench;
 pub mod data;
 pub mod eval;
@@ -12,6 +13,8 @@ pub mod experiment;
 pub mod features;
 pub mod infer;
 pub mod model;
+pub mod noise;
 pub mod persist;
 pub mod plot;
+pub mod robustness;
 pub mod train;

@@ -135,3 +135,149 @@ pub fn confusion_matrix(
         Ok(())
     })
 }
+
+/// One line of a line chart: name and `(x, y, ±y)` points.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// A line chart with error bars; `x_ticks` name the x positions shown.
+pub fn lines(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    x_ticks: &[(f64, String)],
+    y_range: std::ops::Range<f64>,
+    series: &[Series],
+) -> Result<(), PlotError> {
+    render_png(path, (900, 560), |root| {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let x_min = x_ticks.iter().map(|t| t.0).fold(f64::INFINITY, f64::min) - 0.5;
+        let x_max = x_ticks.iter().map(|t| t.0).fold(f64::NEG_INFINITY, f64::max) + 0.5;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT_NAME, 22))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_min..x_max, y_range.clone())
+            .map_err(|e| err(&e))?;
+        let tick_name = |v: &f64| {
+            x_ticks
+                .iter()
+                .find(|(x, _)| (x - v).abs() < 1e-6)
+                .map(|(_, name)| name.clone())
+                .unwrap_or_default()
+        };
+        chart
+            .configure_mesh()
+            .x_labels(((x_max - x_min) * 2.0) as usize + 1)
+            .x_label_formatter(&tick_name)
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style((FONT_NAME, 15))
+            .axis_desc_style((FONT_NAME, 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (i, line) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let style = ShapeStyle::from(color).stroke_width(3);
+            chart
+                .draw_series(LineSeries::new(line.points.iter().map(|&(x, y, _)| (x, y)), style))
+                .map_err(|e| err(&e))?
+                .label(line.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], ShapeStyle::from(color).stroke_width(3))
+                });
+            chart
+                .draw_series(
+                    line.points.iter().map(|&(x, y, e)| {
+                        ErrorBar::new_vertical(x, y - e, y, y + e, ShapeStyle::from(color).filled(), 8)
+                    }),
+                )
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT_NAME, 15))
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()
+            .map_err(|e| err(&e))?;
+        Ok(())
+    })
+}
+
+/// A heat map of values in `[0, 1]` with the value written in each cell.
+pub fn heatmap(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    columns: &[String],
+    rows: &[String],
+    values: &[Vec<Option<f64>>],
+) -> Result<(), PlotError> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let (n_cols, n_rows) = (columns.len(), rows.len());
+    let size = (230 + 90 * n_cols as u32, 150 + 36 * n_rows as u32);
+    render_png(path, size, |root| {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT_NAME, 20))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(150)
+            .build_cartesian_2d(0.0..n_cols as f64, 0.0..n_rows as f64)
+            .map_err(|e| err(&e))?;
+        let name = |names: &[String], v: f64, flip: bool| {
+            let i = v.floor() as usize;
+            let i = if flip { names.len().saturating_sub(1 + i) } else { i };
+            if (v - v.floor() - 0.5).abs() < 1e-6 {
+                names.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(2 * n_cols + 1)
+            .y_labels(2 * n_rows + 1)
+            .x_label_formatter(&|v| name(columns, *v, false))
+            .y_label_formatter(&|v| name(rows, *v, true))
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style((FONT_NAME, 14))
+            .axis_desc_style((FONT_NAME, 16))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (r, row) in values.iter().enumerate() {
+            for (c, value) in row.iter().enumerate() {
+                let (x, y) = (c as f64, (n_rows - 1 - r) as f64);
+                let Some(value) = value else { continue };
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(x, y), (x + 1.0, y + 1.0)],
+                        ViridisRGB::get_color(*value).filled(),
+                    )))
+                    .map_err(|e| err(&e))?;
+                let color = if *value > 0.6 { BLACK } else { WHITE };
+                let style = (FONT_NAME, 14)
+                    .into_font()
+                    .color(&color)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{:.1}", 100.0 * value),
+                        (x + 0.5, y + 0.5),
+                        style,
+                    )))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -23,6 +23,7 @@ use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::batcher::{self, Example};
@@ -52,9 +53,18 @@ pub struct TrainingConfig {
     pub seed: u64,
 }
 
+/// Changes a training example's audio (and rebuilds what the model sees).
+pub trait AudioAugment: Sync {
+    fn augment(&self, example: &Example, rng: &mut ChaCha8Rng) -> Example;
+}
+
 /// Random changes to training examples, drawn anew each epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Augment {
+    /// Speed perturbation factors, one drawn per clip (empty: none).
+    pub speeds: Vec<f64>,
+    /// Real-noise mixing at random SNRs (`emofuse train --noise-dir`).
+    pub noise: Option<crate::noise::NoiseAugmentConfig>,
     /// SpecAugment on the standardised frame features: this many spans of
     /// frames set to the mean (0), each up to `time_mask_share` of the clip.
     pub time_masks: usize,
@@ -68,6 +78,8 @@ impl Augment {
     /// No augmentation.
     pub fn none() -> Augment {
         Augment {
+            speeds: Vec::new(),
+            noise: None,
             time_masks: 0,
             time_mask_share: 0.0,
             feature_masks: 0,
@@ -75,10 +87,18 @@ impl Augment {
         }
     }
 
-    /// A changed copy of `example`.
-    fn apply(&self, example: &Example, rng: &mut ChaCha8Rng) -> Example {
+    /// Whether clips need their audio for waveform augmentation.
+    pub fn changes_audio(&self) -> bool {
+        self.speeds.iter().any(|&s| s != 1.0) || self.noise.is_some()
+    }
+
+    /// A changed copy of `example`: its audio by `audio`, then SpecAugment.
+    fn apply(&self, example: &Example, audio: Option<&dyn AudioAugment>, rng: &mut ChaCha8Rng) -> Example {
         use rand::Rng;
-        let mut example = example.clone();
+        let mut example = match audio {
+            Some(audio) => audio.augment(example, rng),
+            None => example.clone(),
+        };
         if let Some(features) = &mut example.features {
             let (rows, frames) = (features.n_features, features.n_frames);
             for _ in 0..self.time_masks {
@@ -208,7 +228,8 @@ struct RunState {
 /// Trains `config.model` in `run_dir` (created if needed), resuming from its
 /// checkpoint when `resume` is set. `frozen` computes the temporal stream's
 /// hidden states when its encoder is not trained; `encoder` is a pretrained
-/// encoder to fine-tune. `stop` is polled after every batch: when it is set,
+/// encoder to fine-tune; `audio` changes training clips' audio (it must be
+/// the one `config.augment` describes). `stop` is polled after every batch: when it is set,
 /// the position is checkpointed and the run returns.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
@@ -217,6 +238,7 @@ pub fn train(
     data: &TrainingData,
     frozen: Option<&FrozenBackbone>,
     encoder: Option<Wav2Vec2>,
+    audio: Option<&dyn AudioAugment>,
     resume: bool,
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
@@ -282,10 +304,15 @@ pub fn train(
                 break;
             }
             device.seed(mix(config.seed, state.epoch as u64, b as u64));
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, state.epoch as u64, b as u64));
             let augmented: Vec<Example> = batch
-                .iter()
-                .map(|&i| config.augment.apply(&data.train[i], &mut rng))
+                .par_iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let draw = mix(config.seed, (state.epoch * batches_per_epoch + b) as u64, k as u64);
+                    config
+                        .augment
+                        .apply(&data.train[i], audio, &mut ChaCha8Rng::seed_from_u64(draw))
+                })
                 .collect();
             let examples: Vec<&Example> = augmented.iter().collect();
             let input = model_input(&config.model, &examples, frozen, &device);

@@ -6,6 +6,7 @@ mod data;
 mod embed;
 mod features;
 mod predict;
+mod robustness;
 mod train;
 
 use std::io::Write;
@@ -47,6 +48,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Train and test every fold of a protocol; UA/WA/F1 mean ± std over folds.
     Cv(train::CvArgs),
+    /// Score models on their test clips mixed with real noise at each SNR: tables and plots.
+    Robustness(robustness::RobustnessArgs),
     /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
     Embed(embed::EmbedArgs),
     /// Measure throughput of a pipeline stage on real clips.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => predict::eval(&args),
         Command::Train(args) => train::train(&args),
         Command::Cv(args) => train::cv(&args),
+        Command::Robustness(args) => robustness::robustness(&args),
         Command::Embed(args) => embed::embed(&args),
         Command::Bench { command } => bench::run(command),
     }

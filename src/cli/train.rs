@@ -22,6 +22,7 @@ use emofuse::model::fusion::{EmotionModelConfig, ModelKind};
 use emofuse::model::spectral_cnn::SpectralCnnConfig;
 use emofuse::model::temporal::{BackboneConfig, TemporalConfig};
 use emofuse::model::wav2vec2::{self, Wav2Vec2Config};
+use emofuse::noise::{NoiseAugmentConfig, SnrReference};
 use emofuse::persist;
 use emofuse::train::{Augment, Balance, Event, Schedule, TrainingConfig};
 
@@ -69,6 +70,19 @@ pub struct TrainOptions {
     /// Share of the training speakers held out for validation and early stopping (0 = none).
     #[arg(long, default_value_t = 0.15)]
     validation: f64,
+    /// Speed perturbation: factors drawn per clip and epoch (1 = unchanged).
+    #[arg(long, value_delimiter = ',', default_value = "0.9,1.0,1.1")]
+    speed: Vec<f64>,
+    /// Mix real noise into training clips: a noise corpus (class folders,
+    /// UrbanSound8K or ESC-50); only its train pool is used.
+    #[arg(long)]
+    noise_dir: Option<PathBuf>,
+    /// SNR range of the training noise, in dB (`low:high`).
+    #[arg(long, default_value = "0:20", value_parser = parse_range)]
+    snr_range: (f64, f64),
+    /// Share of training clips that get noise.
+    #[arg(long, default_value_t = 0.5)]
+    noise_prob: f64,
     /// SpecAugment: time masks per clip (each up to 10 % of it) on the frame features.
     #[arg(long, default_value_t = 2)]
     time_masks: usize,
@@ -427,6 +441,13 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
             grad_clip_norm: (options.clip_grad > 0.0).then_some(options.clip_grad),
             patience: (options.patience > 0 && options.validation > 0.0).then_some(options.patience),
             augment: Augment {
+                speeds: options.speed.clone(),
+                noise: options.noise_dir.as_ref().map(|dir| NoiseAugmentConfig {
+                    dir: dir.canonicalize().unwrap_or_else(|_| dir.clone()),
+                    snr_db: options.snr_range,
+                    probability: options.noise_prob,
+                    reference: SnrReference::WholeClip,
+                }),
                 time_masks: options.time_masks,
                 time_mask_share: 0.1,
                 feature_masks: options.feature_masks,
@@ -537,4 +558,15 @@ fn fold_from_file(corpus: &LoadedCorpus, file: &Path, k: usize) -> Result<(Vec<u
         bail!("{}: none of fold {k}'s test files is in --data", file.display());
     }
     Ok((train, test))
+}
+
+/// `low:high` in dB.
+fn parse_range(text: &str) -> Result<(f64, f64), String> {
+    let (low, high) = text.split_once(':').ok_or("want low:high, e.g. 0:20")?;
+    let parse = |v: &str| v.trim().parse::<f64>().map_err(|e| format!("{v:?}: {e}"));
+    let (low, high) = (parse(low)?, parse(high)?);
+    if low > high {
+        return Err(format!("{low} is above {high}"));
+    }
+    Ok((low, high))
 }

@@ -15,6 +15,8 @@ pub struct Example {
     pub features: Option<FrameFeatures>,
     /// Normalised 16 kHz samples (temporal stream).
     pub samples: Option<Arc<Vec<f32>>>,
+    /// The decoded samples before normalisation, kept for waveform augmentation.
+    pub raw: Option<Arc<Vec<f32>>>,
     /// Class index into the model's label list.
     pub label: usize,
 }
@@ -96,6 +98,7 @@ mod tests {
                 data: vec![value; 2 * n_frames],
             }),
             samples: None,
+            raw: None,
             label: 0,
         };
         let (a, b) = (example(3, 1.0), example(1, 2.0));

@@ -96,7 +96,8 @@ pub fn label_list<'a>(labels: impl IntoIterator<Item = &'a str>) -> Vec<String> 
 }
 
 /// Examples for the model: features standardised with `stats`, samples
-/// normalised by `preprocessor` (temporal stream). Clips whose label is not
+/// normalised by `preprocessor` (temporal stream), and the decoded audio
+/// when `keep_raw` (waveform augmentation). Clips whose label is not
 /// in `labels` are an error of the caller (checked with `expect`).
 pub fn examples(
     clips: &[&Clip],
@@ -104,6 +105,7 @@ pub fn examples(
     labels: &[String],
     stats: Option<&FeatureStats>,
     preprocessor: Option<&Preprocessor>,
+    keep_raw: bool,
 ) -> Vec<Example> {
     clips
         .iter()
@@ -116,6 +118,7 @@ pub fn examples(
             Example {
                 features: Some(features),
                 samples: preprocessor.map(|p| Arc::new(p.apply(&audio.samples))),
+                raw: keep_raw.then(|| audio.samples.clone()),
                 label: labels
                     .iter()
                     .position(|l| *l == clip.label)
