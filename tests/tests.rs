@@ -8,3 +8,4 @@ mod data;
 mod features;
 mod train;
 mod wav2vec2;
+mod whisper;

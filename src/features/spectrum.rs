@@ -22,6 +22,16 @@ pub fn n_frames(n_samples: usize, frame_length: usize, hop_length: usize, center
     }
 }
 
+/// What lies beyond the signal's ends when frames are centred (`center=True`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadMode {
+    /// Zeros: librosa's `stft` default.
+    Constant,
+    /// The signal mirrored at its ends (without repeating the edge sample):
+    /// `torch.stft`'s default, which Whisper's front end uses.
+    Reflect,
+}
+
 /// Frames per block of [`PowerSpectrum::power_blocks`]: one AVX2 vector of f32.
 pub const BLOCK: usize = 8;
 
@@ -36,6 +46,7 @@ pub struct PowerSpectrum {
     n_fft: usize,
     hop_length: usize,
     center: bool,
+    pad_mode: PadMode,
     window: Vec<f32>,
     fft: Arc<dyn Fft<f32>>,
 }
@@ -44,6 +55,11 @@ impl PowerSpectrum {
     /// `win_length ≤ n_fft`; a shorter window is zero-padded to `n_fft` in the
     /// middle, as librosa's `pad_center` does.
     pub fn new(n_fft: usize, hop_length: usize, win_length: usize, center: bool) -> Self {
+        Self::with_pad_mode(n_fft, hop_length, win_length, center, PadMode::Constant)
+    }
+
+    /// [`PowerSpectrum::new`] with the given padding of centred frames.
+    pub fn with_pad_mode(n_fft: usize, hop_length: usize, win_length: usize, center: bool, pad_mode: PadMode) -> Self {
         // Periodic Hann (scipy `get_window("hann", N, fftbins=True)`).
         let hann =
             (0..win_length).map(|n| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / win_length as f64).cos());
@@ -59,6 +75,7 @@ impl PowerSpectrum {
             n_fft,
             hop_length,
             center,
+            pad_mode,
             window,
             fft,
         }
@@ -115,12 +132,20 @@ impl PowerSpectrum {
         if start >= 0 && end as usize <= samples.len() {
             return &samples[start as usize..end as usize];
         }
+        let last = samples.len() as isize - 1;
         for (i, slot) in edge.iter_mut().enumerate() {
             let at = start + i as isize;
-            *slot = if at >= 0 && (at as usize) < samples.len() {
-                samples[at as usize]
-            } else {
-                0.0
+            *slot = match self.pad_mode {
+                _ if (0..=last).contains(&at) => samples[at as usize],
+                PadMode::Constant => 0.0,
+                // Mirror about the first and last sample; folding again keeps a
+                // clip shorter than the padding in range.
+                PadMode::Reflect if last == 0 => samples[0],
+                PadMode::Reflect => {
+                    let period = 2 * last;
+                    let folded = at.rem_euclid(period);
+                    samples[if folded > last { period - folded } else { folded } as usize]
+                }
             };
         }
         edge

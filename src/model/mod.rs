@@ -9,6 +9,7 @@ pub mod spectral_cnn;
 pub mod temporal;
 pub mod wav2vec2;
 pub mod weights;
+pub mod whisper;
 
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;

@@ -168,7 +168,7 @@ impl Attention {
     /// # Shapes
     /// - x: `[batch, frames, hidden]` → `[batch, frames, hidden]`
     /// - padding: `[batch, heads, frames, frames]`, true where the key is padding
-    fn forward(&self, x: Tensor<3>, padding: Option<Tensor<4, Bool>>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, padding: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let [batch, frames, hidden] = x.dims();
         let heads = |t: Tensor<3>| {
             t.reshape([batch, frames, self.num_heads, hidden / self.num_heads])
