@@ -3,8 +3,19 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where emofuse keeps caches and downloaded backbones: `$EMOFUSE_CACHE`,
+/// else `~/.cache/emofuse`.
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("EMOFUSE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".cache").join("emofuse")
+    })
+}
 
 /// Writes `bytes` to a unique temporary file beside `path`, flushes it to
 /// disk, then renames it over `path` (atomic on POSIX file systems). On

@@ -148,3 +148,58 @@ fn ctranslate2_files_load_and_convert() {
         "{message}"
     );
 }
+
+/// The real whisper-base (from `scripts/get-whisper-base.sh`) against
+/// transformers on the converted weights: run `python3 scripts/golden_whisper.py
+/// --real DIR`, then `EMOFUSE_WHISPER_BASE=DIR cargo test --release whisper_base -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs whisper-base (scripts/get-whisper-base.sh) and its golden.json"]
+fn whisper_base_matches_transformers() {
+    let dir = PathBuf::from(std::env::var("EMOFUSE_WHISPER_BASE").expect("EMOFUSE_WHISPER_BASE names the folder"));
+    let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let (encoder, config) = whisper::load(&dir, &Device::flex()).unwrap();
+    let samples = audio::load(shared_data().join(index["clips"]["ravdess"].as_str().unwrap()))
+        .unwrap()
+        .samples;
+    let front_end = WhisperMel::new(config.num_mel_bins);
+    let golden = &golden["ravdess"];
+    let mel30 = front_end.compute(&samples, WhisperMode::Padded30s);
+    let (shape, theirs) = read(&dir, &golden["log_mel"]);
+    let mel_error = max_error(&first_frames(&mel30.data, 3000, shape[1]), &theirs);
+    // Whisper-base's middle layers carry activations of ~430, where f32
+    // rounding alone (ours and PyTorch's) is ~1e-3: the bound is 1e-3
+    // absolute or 5e-6 of the layer's largest value, whichever is larger.
+    let run = |mode: &str, mel: &whisper::audio::WhisperFeatures, entry: &Value| {
+        let input = Tensor::<3>::from_data(
+            TensorData::new(mel.data.clone(), [1, mel.n_mels, mel.n_frames]),
+            &Device::flex(),
+        );
+        let output = encoder.forward(input, &[mel.n_frames]);
+        for (layer, (ours, entry)) in output
+            .hidden_states
+            .iter()
+            .zip(entry["hidden_states"].as_array().unwrap())
+            .enumerate()
+        {
+            let (shape, theirs) = read(&dir, entry);
+            let ours: Vec<f32> = ours.clone().narrow(1, 0, shape[0]).into_data().try_to_vec().unwrap();
+            let error = max_error(&ours, &theirs);
+            let largest = theirs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            eprintln!(
+                "whisper-base {mode}: hidden state {layer}: max abs error {error:.2e}, largest value {largest:.1}, relative {:.1e}",
+                error / largest
+            );
+            assert!(error <= 1e-3f32.max(5e-6 * largest), "{mode} layer {layer}");
+        }
+    };
+    eprintln!("whisper-base: log-mel max error {mel_error:.2e}");
+    assert!(mel_error <= MEL_TOLERANCE);
+    run("30 s", &mel30, &golden["mode30"]);
+    run(
+        "trimmed",
+        &front_end.compute(&samples, WhisperMode::Trimmed),
+        &golden["trimmed"],
+    );
+}

@@ -1,6 +1,7 @@
 //! Command-line flags and one function per command. Results go to stdout
 //! (a table, or JSON with `--json`), progress and problems to stderr.
 
+mod backbone;
 mod bench;
 mod data;
 mod embed;
@@ -52,6 +53,11 @@ enum Command {
     Robustness(robustness::RobustnessArgs),
     /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
     Embed(embed::EmbedArgs),
+    /// Pretrained encoders for the temporal stream (convert faster-whisper's model.bin).
+    Backbone {
+        #[command(subcommand)]
+        command: backbone::BackboneCommand,
+    },
     /// Measure throughput of a pipeline stage on real clips.
     Bench {
         #[command(subcommand)]
@@ -71,6 +77,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cv(args) => train::cv(&args),
         Command::Robustness(args) => robustness::robustness(&args),
         Command::Embed(args) => embed::embed(&args),
+        Command::Backbone { command } => backbone::run(command),
         Command::Bench { command } => bench::run(command),
     }
 }

@@ -53,13 +53,7 @@ impl FeatureCache {
 
     /// The default folder: `$EMOFUSE_CACHE/features`, else `~/.cache/emofuse/features`.
     pub fn default_dir() -> PathBuf {
-        let base = std::env::var_os("EMOFUSE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            home.join(".cache").join("emofuse")
-        });
-        base.join("features")
+        persist::cache_root().join("features")
     }
 
     /// The content hash of an audio file, streamed (the file is not held in memory).

@@ -345,6 +345,11 @@ pub fn convert_ct2(model_bin: &Path, out: &Path) -> Result<WhisperConfig, Whispe
         .map_err(write_error(path.clone()))?;
     let mut json = serde_json::to_value(&config).expect("a config serialises");
     json["model_type"] = "whisper".into();
+    // Only the encoder is converted; decoder sizes mirror it so that
+    // transformers' WhisperModel can still be built from this config.
+    json["decoder_layers"] = config.encoder_layers.into();
+    json["decoder_attention_heads"] = config.encoder_attention_heads.into();
+    json["decoder_ffn_dim"] = config.encoder_ffn_dim.into();
     json["architectures"] = serde_json::json!(["WhisperModel"]);
     let path = out.join("config.json");
     persist::write_atomic(&path, &serde_json::to_vec_pretty(&json).expect("JSON"))
