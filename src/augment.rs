@@ -68,6 +68,9 @@ impl AudioAugment for WaveAugment {
             features: Some(features),
             samples: self.preprocessor.as_ref().map(|p| Arc::new(p.apply(&samples))),
             raw: Some(Arc::new(samples)),
+            // A frozen encoder's cached states stay clean: recomputing them for
+            // every augmented clip would cost the encoder's forward each epoch.
+            hidden: example.hidden.clone(),
             label: example.label,
         }
     }

@@ -8,11 +8,13 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::WaveAugment;
+use crate::data::batcher::{Example, HiddenStates};
 use crate::data::examples::{self, ClipAudio};
 use crate::data::folds::{self, ValidationSplit};
 use crate::data::{Clip, Problem};
 use crate::eval::{Metrics, argmax_rows};
 use crate::features::FeatureStats;
+use crate::features::cache::FeatureCache;
 use crate::infer::Predictor;
 use crate::model::saved::{self, EmbeddingMeans, ModelConfig, Provenance};
 use crate::model::temporal::{BackboneConfig, FrozenBackbone};
@@ -83,6 +85,8 @@ pub struct ExperimentConfig {
     pub half: bool,
     /// The command line, for provenance.
     pub command: String,
+    /// Where frozen encoders' hidden states are cached.
+    pub cache_dir: PathBuf,
 }
 
 /// Scores and files of one finished split.
@@ -112,8 +116,14 @@ pub enum ExperimentError {
     Infer(#[from] crate::infer::InferError),
     #[error("the pretrained encoder: {0}")]
     Backbone(#[from] wav2vec2::LoadError),
+    #[error("the pretrained encoder: {0}")]
+    Frozen(#[from] crate::model::temporal::BackboneError),
     #[error("{}: cannot write: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Cache(#[from] crate::features::cache::CacheError),
+    #[error("{}: {source}", path.display())]
+    Hash { path: PathBuf, source: std::io::Error },
     #[error("the noise corpus: {0}")]
     Noise(#[from] crate::noise::NoiseError),
     #[error("interrupted: the checkpoint is saved; run the same command with --resume to continue")]
@@ -153,16 +163,18 @@ pub fn run(
         let known: Vec<usize> = (0..clips.len()).filter(|&i| labels.contains(&clips[i].label)).collect();
         let clips: Vec<&Clip> = known.iter().map(|&i| clips[i]).collect();
         let audio: Vec<&ClipAudio> = known.iter().map(|&i| audio[i]).collect();
-        examples::examples(
+        let made = examples::examples(
             &clips,
             &audio,
             &labels,
             feature_stats.as_ref(),
             preprocessor.as_ref(),
             raw,
-        )
+        );
+        (clips, made)
     };
-    let (train_examples, validation_examples) = (make(&split.train, keep_raw), make(&split.validation, false));
+    let (train_clips, mut train_examples) = make(&split.train, keep_raw);
+    let (validation_clips, mut validation_examples) = make(&split.validation, false);
     let noise = match &training.augment.noise {
         Some(config) => Some((NoiseBank::load(&config.dir)?.split(training.seed).0, config.clone())),
         None => None,
@@ -189,6 +201,13 @@ pub fn run(
     let frozen = (has_temporal && !backbone.is_trained())
         .then(|| FrozenBackbone::load(&backbone, &burn::tensor::Device::flex()))
         .transpose()?;
+    if let Some(frozen) = &frozen {
+        // A frozen encoder gives the same hidden states every epoch: computed
+        // once, and kept on disk for the next run and fold.
+        let cache = FeatureCache::open_keyed(config.cache_dir.join("hidden"), &backbone.identity())?;
+        attach_hidden_states(&train_clips, &mut train_examples, frozen, &cache, on_event)?;
+        attach_hidden_states(&validation_clips, &mut validation_examples, frozen, &cache, on_event)?;
+    }
     let data = TrainingData {
         train: &train_examples,
         validation: &validation_examples,
@@ -237,7 +256,7 @@ pub fn run(
     saved::save(out_dir, &model_config, &outcome.model, config.half)?;
     let predictor = Predictor::from_parts(model_config, outcome.model)?;
 
-    let test_examples = make(&split.test, false);
+    let (_, test_examples) = make(&split.test, false);
     let unscored_test_clips = split.test.len() - test_examples.len();
     let test = (!test_examples.is_empty()).then(|| {
         let probabilities = predictor.probabilities(&test_examples);
@@ -308,4 +327,102 @@ fn split_json(corpus: &LoadedCorpus, split: &Split) -> Vec<u8> {
         "test": paths(&split.test),
     });
     serde_json::to_vec_pretty(&value).expect("a split serialises")
+}
+
+/// Fills in each example's hidden states from the cache, computing (in
+/// batches of clips of similar length) and storing the missing ones.
+fn attach_hidden_states(
+    clips: &[&Clip],
+    examples: &mut [Example],
+    frozen: &FrozenBackbone,
+    cache: &FeatureCache,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(), ExperimentError> {
+    let hash = |clip: &Clip| {
+        FeatureCache::content_hash(&clip.path).map_err(|source| ExperimentError::Hash {
+            path: clip.path.clone(),
+            source,
+        })
+    };
+    let keys = clips.iter().map(|c| hash(c)).collect::<Result<Vec<_>, _>>()?;
+    let mut missing = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        match cache.get(key) {
+            Some(matrix) => examples[i].hidden = Some(std::sync::Arc::new(from_matrix(matrix, frozen_layers(frozen)))),
+            None => missing.push(i),
+        }
+    }
+    missing.sort_by_key(|&i| examples[i].samples.as_ref().map_or(0, |s| s.len()));
+    let device = burn::tensor::Device::flex();
+    let total = missing.len();
+    for (done, batch) in missing.chunks(8).enumerate() {
+        let samples: Vec<&[f32]> = batch
+            .iter()
+            .map(|&i| {
+                examples[i]
+                    .samples
+                    .as_ref()
+                    .expect("temporal examples carry samples")
+                    .as_slice()
+            })
+            .collect();
+        let (states, n_frames) = frozen.hidden_states(&samples, &device);
+        let layers: Vec<Vec<f32>> = states
+            .into_iter()
+            .map(|t| {
+                t.into_data()
+                    .convert::<f32>()
+                    .try_into_vec()
+                    .expect("f32 hidden states")
+            })
+            .collect();
+        let width = layers[0].len() / batch.len();
+        let hidden = width / n_frames.iter().copied().max().unwrap_or(1).max(1);
+        for (k, &i) in batch.iter().enumerate() {
+            let frames = n_frames[k];
+            let mut data = Vec::with_capacity(layers.len() * frames * hidden);
+            for layer in &layers {
+                data.extend_from_slice(&layer[k * width..k * width + frames * hidden]);
+            }
+            let states = HiddenStates {
+                layers: layers.len(),
+                frames,
+                hidden,
+                data,
+            };
+            cache.put(&keys[i], &to_matrix(&states))?;
+            examples[i].hidden = Some(std::sync::Arc::new(states));
+        }
+        on_event(Event::HiddenStates {
+            done: ((done + 1) * 8).min(total),
+            total,
+        });
+    }
+    Ok(())
+}
+
+fn frozen_layers(frozen: &FrozenBackbone) -> usize {
+    match frozen {
+        FrozenBackbone::Wav2vec2 { encoder, .. } => encoder.config.num_hidden_layers + 1,
+        FrozenBackbone::Whisper { encoder, .. } => encoder.config.encoder_layers + 1,
+    }
+}
+
+/// Hidden states as a cache entry: rows `layers · hidden`, one column per frame
+/// (the values keep their `[layers, frames, hidden]` order).
+fn to_matrix(states: &HiddenStates) -> crate::features::FrameFeatures {
+    crate::features::FrameFeatures {
+        n_features: states.layers * states.hidden,
+        n_frames: states.frames,
+        data: states.data.clone(),
+    }
+}
+
+fn from_matrix(matrix: crate::features::FrameFeatures, layers: usize) -> HiddenStates {
+    HiddenStates {
+        layers,
+        frames: matrix.n_frames,
+        hidden: matrix.n_features / layers,
+        data: matrix.data,
+    }
 }

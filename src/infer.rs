@@ -13,8 +13,8 @@ use crate::data::batcher::Example;
 use crate::features::{FeatureError, FeatureExtractor};
 use crate::model::fusion::{EmotionModel, ModelOutput};
 use crate::model::saved::{self, ModelConfig, ModelDirError};
-use crate::model::temporal::{BackboneConfig, FrozenBackbone};
-use crate::model::wav2vec2::{LoadError, Preprocessor};
+use crate::model::temporal::FrozenBackbone;
+use crate::model::wav2vec2::Preprocessor;
 use crate::train::{model_input, predict_examples};
 
 /// `config.json` and `model.safetensors` of the default model, built into the
@@ -29,7 +29,7 @@ pub enum InferError {
     #[error(transparent)]
     ModelDir(#[from] ModelDirError),
     #[error("the model's encoder: {0}")]
-    Backbone(#[from] LoadError),
+    Backbone(#[from] crate::model::temporal::BackboneError),
     #[error("bad feature settings in the model: {0}")]
     Features(FeatureError),
     #[error("{name}: {source}")]
@@ -131,10 +131,7 @@ impl Predictor {
         if !self.config.model.kind.has_temporal() {
             return 1;
         }
-        let encoder = match &self.config.model.temporal.backbone {
-            BackboneConfig::Scratch { encoder } | BackboneConfig::Wav2vec2 { encoder, .. } => encoder,
-        };
-        (1..=16_000).find(|&n| encoder.n_frames(n) > 0).unwrap_or(16_000)
+        self.config.model.temporal.backbone.min_samples()
     }
 
     /// The model's input for one clip (`name` labels errors).
@@ -167,6 +164,7 @@ impl Predictor {
             features: Some(features),
             samples,
             raw: None,
+            hidden: None,
             label: 0,
         })
     }

@@ -174,6 +174,11 @@ pub enum Event {
         loss: f64,
     },
     Epoch(EpochLog),
+    /// A frozen encoder's hidden states are being computed (before training).
+    HiddenStates {
+        done: usize,
+        total: usize,
+    },
 }
 
 /// How a run ended.
@@ -537,6 +542,10 @@ pub fn model_input(
         .has_spectral()
         .then(|| batcher::features(examples, frame_multiple, device));
     let temporal = config.kind.has_temporal().then(|| match frozen {
+        _ if examples.iter().all(|e| e.hidden.is_some()) => {
+            let (states, n_frames) = batcher::hidden_states(examples, device);
+            TemporalInput::Hidden { states, n_frames }
+        }
         Some(backbone) => {
             let clips: Vec<&[f32]> = examples
                 .iter()

@@ -172,7 +172,7 @@ fn feature_cache_survives_kills_during_prepare() {
         child.wait().unwrap();
     }
     let config = FeatureConfig::default();
-    let cache = FeatureCache::open(cache_dir.path(), &config).unwrap();
+    let cache = FeatureCache::open(cache_dir.path().join("features"), &config).unwrap();
     let extractor = FeatureExtractor::new(config).unwrap();
     let clips = emofuse::data::load(&corpus, emofuse::data::DatasetKind::Auto)
         .unwrap()

@@ -40,7 +40,7 @@ pub struct FeaturesArgs {
 pub struct PrepareArgs {
     #[command(flatten)]
     corpus: CorpusArgs,
-    /// Feature cache folder [default: $EMOFUSE_CACHE/features or ~/.cache/emofuse/features].
+    /// Cache folder; features go to its `features/` [default: $EMOFUSE_CACHE or ~/.cache/emofuse].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
 }
@@ -186,7 +186,10 @@ pub fn prepare(args: &PrepareArgs) -> Result<ExitCode> {
     let dataset = load_corpus(&args.corpus)?;
     let config = FeatureConfig::default();
     let extractor = FeatureExtractor::new(config.clone())?;
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(FeatureCache::default_dir);
+    let cache_dir = args
+        .cache_dir
+        .as_ref()
+        .map_or_else(FeatureCache::default_dir, |root| root.join("features"));
     let cache = FeatureCache::open(&cache_dir, &config)?;
     let paths: Vec<PathBuf> = dataset.clips.iter().map(|clip| clip.path.clone()).collect();
     let start = Instant::now();

@@ -22,6 +22,7 @@ use emofuse::model::fusion::{EmotionModelConfig, ModelKind};
 use emofuse::model::spectral_cnn::SpectralCnnConfig;
 use emofuse::model::temporal::{BackboneConfig, TemporalConfig};
 use emofuse::model::wav2vec2::{self, Wav2Vec2Config};
+use emofuse::model::whisper::{self, WhisperMode};
 use emofuse::noise::{NoiseAugmentConfig, SnrReference};
 use emofuse::persist;
 use emofuse::train::{Augment, Balance, Event, Schedule, TrainingConfig};
@@ -39,10 +40,15 @@ pub struct TrainOptions {
     /// Which streams and fusion.
     #[arg(long, value_enum, default_value_t = ModelKind::FusionGated)]
     model: ModelKind,
-    /// Temporal encoder: `scratch` (small wav2vec 2.0 trained with the model) or a
-    /// Hugging Face wav2vec 2.0 / HuBERT folder (frozen unless --finetune).
+    /// Temporal encoder: `scratch` (small wav2vec 2.0 trained with the model),
+    /// `whisper-base` (fetched by scripts/get-whisper-base.sh; frozen), or a
+    /// folder: Hugging Face wav2vec 2.0 / HuBERT (frozen unless --finetune) or
+    /// Whisper (frozen).
     #[arg(long, default_value = "scratch")]
     backbone: String,
+    /// How much audio a Whisper backbone sees: the clip alone, or padded to 30 s as in pre-training.
+    #[arg(long, value_enum, default_value_t = WhisperMode::Trimmed)]
+    whisper_mode: WhisperMode,
     /// Train the pretrained encoder too (it is then saved in the model).
     #[arg(long)]
     finetune: bool,
@@ -107,7 +113,8 @@ pub struct TrainOptions {
     /// Continue a run that was interrupted (its checkpoint is in the output folder).
     #[arg(long)]
     resume: bool,
-    /// Feature cache folder [default: $EMOFUSE_CACHE/features or ~/.cache/emofuse/features].
+    /// Cache folder for features and frozen encoders' hidden states
+    /// [default: $EMOFUSE_CACHE or ~/.cache/emofuse].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
 }
@@ -328,7 +335,12 @@ fn run_one(
 ) -> Result<FoldResult> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut bar: Option<ProgressBar> = None;
+    let hidden_bar = progress_bar(0, "encoder hidden states");
     let mut on_event = |event: Event| match event {
+        Event::HiddenStates { done, total } => {
+            hidden_bar.set_length(total as u64);
+            hidden_bar.set_position(done as u64);
+        }
         Event::Started {
             epochs,
             batches_per_epoch,
@@ -367,6 +379,7 @@ fn run_one(
         }
     };
     let result = experiment::run(out, corpus, split, config, resume, stop, &mut on_event);
+    hidden_bar.finish_and_clear();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -387,22 +400,7 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
     if !(0.0..1.0).contains(&options.validation) {
         bail!("--validation is a share of the training speakers, from 0 (none) to below 1");
     }
-    let backbone = match options.backbone.as_str() {
-        "scratch" => BackboneConfig::Scratch {
-            encoder: Wav2Vec2Config::small(),
-        },
-        dir => {
-            let path = PathBuf::from(dir);
-            let encoder = Wav2Vec2Config::from_file(&path.join("config.json")).context("--backbone")?;
-            let (_, preprocessor) = wav2vec2::load(&path, &burn::tensor::Device::flex()).context("--backbone")?;
-            BackboneConfig::Wav2vec2 {
-                path: path.canonicalize().unwrap_or(path),
-                encoder,
-                preprocessor,
-                finetune: options.finetune,
-            }
-        }
-    };
+    let backbone = resolve_backbone(options)?;
     let n_features = FeatureConfig::default().n_features();
     let model = EmotionModelConfig {
         kind: options.model,
@@ -457,6 +455,7 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
         },
         half: options.half,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        cache_dir: cache_root(options),
     })
 }
 
@@ -569,4 +568,58 @@ fn parse_range(text: &str) -> Result<(f64, f64), String> {
         return Err(format!("{low} is above {high}"));
     }
     Ok((low, high))
+}
+
+fn cache_root(options: &TrainOptions) -> PathBuf {
+    options.cache_dir.clone().unwrap_or_else(persist::cache_root)
+}
+
+/// `--backbone`: scratch, whisper-base, or a checkpoint folder of either family.
+fn resolve_backbone(options: &TrainOptions) -> Result<BackboneConfig> {
+    let path = match options.backbone.as_str() {
+        "scratch" => {
+            return Ok(BackboneConfig::Scratch {
+                encoder: Wav2Vec2Config::small(),
+            });
+        }
+        "whisper-base" => {
+            let dir = persist::cache_root().join("backbones/whisper-base");
+            if !dir.join("model.safetensors").is_file() {
+                bail!(
+                    "--backbone whisper-base: {} is missing; run scripts/get-whisper-base.sh",
+                    dir.display()
+                );
+            }
+            dir
+        }
+        dir => PathBuf::from(dir),
+    };
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("--backbone {}", path.display()))?;
+    let config_path = path.join("config.json");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&config_path)
+            .with_context(|| format!("--backbone: cannot read {}", config_path.display()))?,
+    )
+    .with_context(|| format!("--backbone: {} is not JSON", config_path.display()))?;
+    if json["model_type"] == "whisper" {
+        if options.finetune {
+            bail!("--finetune: Whisper backbones are frozen");
+        }
+        let (_, encoder) = whisper::load(&path, &burn::tensor::Device::flex()).context("--backbone")?;
+        return Ok(BackboneConfig::Whisper {
+            path,
+            encoder,
+            mode: options.whisper_mode,
+        });
+    }
+    let encoder = Wav2Vec2Config::from_file(&config_path).context("--backbone")?;
+    let (_, preprocessor) = wav2vec2::load(&path, &burn::tensor::Device::flex()).context("--backbone")?;
+    Ok(BackboneConfig::Wav2vec2 {
+        path,
+        encoder,
+        preprocessor,
+        finetune: options.finetune,
+    })
 }

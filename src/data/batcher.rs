@@ -17,8 +17,43 @@ pub struct Example {
     pub samples: Option<Arc<Vec<f32>>>,
     /// The decoded samples before normalisation, kept for waveform augmentation.
     pub raw: Option<Arc<Vec<f32>>>,
+    /// A frozen encoder's hidden states, computed once (temporal stream).
+    pub hidden: Option<Arc<HiddenStates>>,
     /// Class index into the model's label list.
     pub label: usize,
+}
+
+/// Every hidden state of a frozen encoder for one clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HiddenStates {
+    pub layers: usize,
+    pub frames: usize,
+    pub hidden: usize,
+    /// `[layers, frames, hidden]`, row-major.
+    pub data: Vec<f32>,
+}
+
+/// Hidden states of `examples` zero-padded to the longest: one
+/// `[batch, frames, hidden]` tensor per layer, and each clip's frames.
+pub fn hidden_states(examples: &[&Example], device: &Device) -> (Vec<Tensor<3>>, Vec<usize>) {
+    let states: Vec<&HiddenStates> = examples
+        .iter()
+        .map(|e| e.hidden.as_deref().expect("examples carry hidden states"))
+        .collect();
+    let (layers, hidden) = (states[0].layers, states[0].hidden);
+    let n_frames: Vec<usize> = states.iter().map(|s| s.frames).collect();
+    let width = n_frames.iter().copied().max().unwrap_or(1);
+    let tensors = (0..layers)
+        .map(|layer| {
+            let mut values = vec![0.0f32; states.len() * width * hidden];
+            for (slot, s) in values.chunks_exact_mut(width * hidden).zip(&states) {
+                let block = &s.data[layer * s.frames * hidden..(layer + 1) * s.frames * hidden];
+                slot[..block.len()].copy_from_slice(block);
+            }
+            Tensor::from_data(TensorData::new(values, [states.len(), width, hidden]), device)
+        })
+        .collect();
+    (tensors, n_frames)
 }
 
 /// Frame features of `examples` zero-padded to the longest (rounded up to a
@@ -99,6 +134,7 @@ mod tests {
             }),
             samples: None,
             raw: None,
+            hidden: None,
             label: 0,
         };
         let (a, b) = (example(3, 1.0), example(1, 2.0));

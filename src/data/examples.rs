@@ -119,6 +119,7 @@ pub fn examples(
                 features: Some(features),
                 samples: preprocessor.map(|p| Arc::new(p.apply(&audio.samples))),
                 raw: keep_raw.then(|| audio.samples.clone()),
+                hidden: None,
                 label: labels
                     .iter()
                     .position(|l| *l == clip.label)

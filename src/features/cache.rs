@@ -51,6 +51,24 @@ impl FeatureCache {
         })
     }
 
+    /// Opens (creating) a cache in `dir` for arrays made by `producer` (any
+    /// text that changes whenever the arrays would: a backbone's identity).
+    /// Entries are f32 matrices stored as [`FrameFeatures`].
+    pub fn open_keyed(dir: impl Into<PathBuf>, producer: &str) -> Result<Self, CacheError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| CacheError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&PIPELINE_VERSION.to_le_bytes());
+        hasher.update(producer.as_bytes());
+        Ok(Self {
+            dir,
+            config_hash: hasher.finalize(),
+        })
+    }
+
     /// The default folder: `$EMOFUSE_CACHE/features`, else `~/.cache/emofuse/features`.
     pub fn default_dir() -> PathBuf {
         persist::cache_root().join("features")

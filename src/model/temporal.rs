@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::pooling::{AttentivePooling, AttentivePoolingConfig, padding_mask};
 use super::spectral_cnn::StreamOutput;
 use super::wav2vec2::{Preprocessor, Wav2Vec2, Wav2Vec2Config};
+use super::whisper::{WhisperConfig, WhisperEncoder, WhisperMel, WhisperMode};
 
 /// Where the temporal stream's encoder comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,21 +36,35 @@ pub enum BackboneConfig {
         preprocessor: Preprocessor,
         finetune: bool,
     },
+    /// A pretrained Whisper encoder folder (`emofuse backbone convert`), frozen.
+    Whisper {
+        path: PathBuf,
+        encoder: WhisperConfig,
+        mode: WhisperMode,
+    },
 }
 
 impl BackboneConfig {
-    /// Hidden layers the stream weighs (`num_hidden_layers + 1`).
+    /// Hidden layers the stream weighs (layers + 1).
     pub fn n_layers(&self) -> usize {
-        self.encoder().num_hidden_layers + 1
+        match self {
+            BackboneConfig::Whisper { encoder, .. } => encoder.encoder_layers + 1,
+            _ => self.wav2vec2().expect("not whisper").num_hidden_layers + 1,
+        }
     }
 
     pub fn hidden_size(&self) -> usize {
-        self.encoder().hidden_size
+        match self {
+            BackboneConfig::Whisper { encoder, .. } => encoder.d_model,
+            _ => self.wav2vec2().expect("not whisper").hidden_size,
+        }
     }
 
-    pub fn encoder(&self) -> &Wav2Vec2Config {
+    /// The wav2vec 2.0 configuration, for the wav2vec 2.0 kinds.
+    pub fn wav2vec2(&self) -> Option<&Wav2Vec2Config> {
         match self {
-            BackboneConfig::Scratch { encoder } | BackboneConfig::Wav2vec2 { encoder, .. } => encoder,
+            BackboneConfig::Scratch { encoder } | BackboneConfig::Wav2vec2 { encoder, .. } => Some(encoder),
+            BackboneConfig::Whisper { .. } => None,
         }
     }
 
@@ -58,15 +73,36 @@ impl BackboneConfig {
         match self {
             BackboneConfig::Scratch { .. } => true,
             BackboneConfig::Wav2vec2 { finetune, .. } => *finetune,
+            BackboneConfig::Whisper { .. } => false,
         }
     }
 
-    /// How a clip is normalised before the encoder.
+    /// How a clip is normalised before the encoder (Whisper takes it as it is).
     pub fn preprocessor(&self) -> Preprocessor {
         match self {
             BackboneConfig::Scratch { .. } => Preprocessor::default(),
             BackboneConfig::Wav2vec2 { preprocessor, .. } => preprocessor.clone(),
+            BackboneConfig::Whisper { .. } => Preprocessor {
+                do_normalize: false,
+                ..Preprocessor::default()
+            },
         }
+    }
+
+    /// Fewest samples the encoder accepts (one output frame).
+    pub fn min_samples(&self) -> usize {
+        match self {
+            BackboneConfig::Whisper { .. } => super::whisper::HOP_LENGTH,
+            _ => {
+                let encoder = self.wav2vec2().expect("not whisper");
+                (1..=16_000).find(|&n| encoder.n_frames(n) > 0).unwrap_or(16_000)
+            }
+        }
+    }
+
+    /// A short name and identity for caches and reports.
+    pub fn identity(&self) -> String {
+        serde_json::to_string(self).expect("a backbone config serialises")
     }
 }
 
@@ -95,10 +131,14 @@ impl TemporalConfig {
     /// A new stream; a trained encoder starts from `encoder` (pretrained
     /// weights to fine-tune) or, when `None`, from random weights.
     pub fn init(&self, encoder: Option<Wav2Vec2>, device: &Device) -> TemporalStream {
-        let encoder = self
-            .backbone
-            .is_trained()
-            .then(|| encoder.unwrap_or_else(|| Wav2Vec2::init(self.backbone.encoder(), device)));
+        let encoder = self.backbone.is_trained().then(|| {
+            encoder.unwrap_or_else(|| {
+                Wav2Vec2::init(
+                    self.backbone.wav2vec2().expect("trained encoders are wav2vec 2.0"),
+                    device,
+                )
+            })
+        });
         TemporalStream {
             encoder,
             // Equal weights to start: the plain mean of the layers.
@@ -131,7 +171,9 @@ impl TemporalStream {
         let [batch, frames, hidden] = hidden_states[0].dims();
         let n_layers = hidden_states.len();
         let weights = softmax(self.layer_weights.val(), 0).reshape([n_layers, 1, 1, 1]);
-        let stacked = Tensor::stack::<4>(hidden_states, 0); // [layers, b, t, h]
+        // Each layer normalised per frame before mixing (SUPERB's `normalize`):
+        // pretrained encoders' layers differ in scale by orders of magnitude.
+        let stacked = layer_norm_last(Tensor::stack::<4>(hidden_states, 0)); // [layers, b, t, h]
         let mixed = (stacked * weights).sum_dim(0).reshape([batch, frames, hidden]); // [b, t, h]
         let x = self.dropout.forward(gelu(self.projection.forward(mixed))); // [b, t, d]
         let padding = padding_mask(n_frames, frames, &x.device());
@@ -158,30 +200,90 @@ impl TemporalStream {
 
 /// A pretrained encoder that is not trained with the model: it runs in
 /// inference mode outside it and hands over hidden states.
-pub struct FrozenBackbone {
-    encoder: Wav2Vec2,
-    device: Device,
+pub enum FrozenBackbone {
+    Wav2vec2 {
+        encoder: Box<Wav2Vec2>,
+        device: Device,
+    },
+    Whisper {
+        encoder: Box<WhisperEncoder>,
+        front_end: WhisperMel,
+        mode: WhisperMode,
+        device: Device,
+    },
+}
+
+/// Why a frozen encoder could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BackboneError {
+    #[error(transparent)]
+    Wav2vec2(#[from] super::wav2vec2::LoadError),
+    #[error(transparent)]
+    Whisper(#[from] super::whisper::WhisperLoadError),
 }
 
 impl FrozenBackbone {
-    /// The encoder a [`BackboneConfig::Wav2vec2`] names, for inference.
-    pub fn load(config: &BackboneConfig, device: &Device) -> Result<Self, super::wav2vec2::LoadError> {
-        let BackboneConfig::Wav2vec2 { path, .. } = config else {
-            unreachable!("only pretrained encoders are frozen");
-        };
-        let (encoder, _) = super::wav2vec2::load(path, device)?;
-        Ok(Self {
-            encoder,
-            device: device.clone(),
+    /// The encoder a pretrained [`BackboneConfig`] names, for inference.
+    pub fn load(config: &BackboneConfig, device: &Device) -> Result<Self, BackboneError> {
+        Ok(match config {
+            BackboneConfig::Wav2vec2 { path, .. } => FrozenBackbone::Wav2vec2 {
+                encoder: Box::new(super::wav2vec2::load(path, device)?.0),
+                device: device.clone(),
+            },
+            BackboneConfig::Whisper { path, mode, .. } => {
+                let (encoder, config) = super::whisper::load(path, device)?;
+                FrozenBackbone::Whisper {
+                    encoder: Box::new(encoder),
+                    front_end: WhisperMel::new(config.num_mel_bins),
+                    mode: *mode,
+                    device: device.clone(),
+                }
+            }
+            BackboneConfig::Scratch { .. } => unreachable!("an encoder trained from scratch is not frozen"),
         })
     }
 
-    /// Every hidden state of `clips` (normalised samples) on `device`:
-    /// `num_hidden_layers + 1` tensors `[batch, frames, hidden]`, and the
-    /// real frames of each clip.
+    /// Every hidden state of `clips` (samples as the backbone's
+    /// preprocessor left them) on `device`: `layers + 1` tensors
+    /// `[batch, frames, hidden]`, and the real frames of each clip.
     pub fn hidden_states(&self, clips: &[&[f32]], device: &Device) -> (Vec<Tensor<3>>, Vec<usize>) {
-        let (samples, n_samples) = crate::data::batcher::pad_samples(clips, &self.device);
-        let output = self.encoder.forward(samples, &n_samples);
+        let output = match self {
+            FrozenBackbone::Wav2vec2 { encoder, device } => {
+                let (samples, n_samples) = crate::data::batcher::pad_samples(clips, device);
+                encoder.forward(samples, &n_samples)
+            }
+            FrozenBackbone::Whisper {
+                encoder,
+                front_end,
+                mode,
+                device,
+            } => {
+                let mels: Vec<_> = clips.iter().map(|c| front_end.compute(c, *mode)).collect();
+                let width = mels.iter().map(|m| m.n_frames).max().unwrap_or(0);
+                let n_mels = mels.first().map_or(0, |m| m.n_mels);
+                let mut values = vec![0.0f32; mels.len() * n_mels * width];
+                for (slot, mel) in values.chunks_exact_mut(n_mels * width).zip(&mels) {
+                    for (row, source) in slot.chunks_exact_mut(width).zip(mel.data.chunks_exact(mel.n_frames)) {
+                        row[..source.len()].copy_from_slice(source);
+                    }
+                }
+                let input = Tensor::from_data(
+                    burn::tensor::TensorData::new(values, [mels.len(), n_mels, width]),
+                    device,
+                );
+                let lengths: Vec<usize> = mels.iter().map(|m| m.n_frames).collect();
+                let mut output = encoder.forward(input, &lengths);
+                // In 30 s mode only the clip's own frames are kept.
+                let clip_frames: Vec<usize> = mels
+                    .iter()
+                    .map(|m| super::whisper::WhisperConfig::encoder_frames(m.clip_frames).max(1))
+                    .collect();
+                let keep = clip_frames.iter().copied().max().unwrap_or(1);
+                output.hidden_states = output.hidden_states.into_iter().map(|h| h.narrow(1, 0, keep)).collect();
+                output.n_frames = clip_frames;
+                output
+            }
+        };
         let states = output
             .hidden_states
             .into_iter()
@@ -189,4 +291,12 @@ impl FrozenBackbone {
             .collect();
         (states, output.n_frames)
     }
+}
+
+/// Zero mean, unit variance over the last dimension, without learned scale.
+fn layer_norm_last(x: Tensor<4>) -> Tensor<4> {
+    let mean = x.clone().mean_dim(3);
+    let centred = x - mean;
+    let variance = centred.clone().square().mean_dim(3);
+    centred / (variance + 1e-5).sqrt()
 }
