@@ -110,6 +110,11 @@ impl Predictor {
         })
     }
 
+    /// Everything the model's `config.json` holds.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
     pub fn labels(&self) -> &[String] {
         &self.config.labels
     }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod experiment;
+pub mod explain;
 pub mod features;
 pub mod infer;
 pub mod model;

@@ -39,29 +39,37 @@ pub enum PlotError {
 /// PNG to `path` atomically.
 pub fn render_png(
     path: &Path,
-    (width, height): (u32, u32),
+    size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<(), String>,
 ) -> Result<(), PlotError> {
-    ensure_font();
-    let drawing_error = |detail: String| PlotError::Draw {
+    let png = png_bytes(size, draw).map_err(|detail| PlotError::Draw {
         path: path.to_owned(),
         detail,
-    };
-    let mut pixels = vec![0u8; (width * height * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| drawing_error(e.to_string()))?;
-        draw(&root).map_err(drawing_error)?;
-        root.present().map_err(|e| drawing_error(e.to_string()))?;
-    }
-    let mut png = Vec::new();
-    let encoder = image::codecs::png::PngEncoder::new(&mut png);
-    image::ImageEncoder::write_image(encoder, &pixels, width, height, image::ExtendedColorType::Rgb8)
-        .map_err(|e| drawing_error(e.to_string()))?;
+    })?;
     persist::write_atomic(path, &png).map_err(|source| PlotError::Write {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Renders with `draw` onto a `width × height` white canvas: the PNG file's bytes.
+pub fn png_bytes(
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<Vec<u8>, String> {
+    ensure_font();
+    let mut pixels = vec![0u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(&root)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    let mut png = Vec::new();
+    let encoder = image::codecs::png::PngEncoder::new(&mut png);
+    image::ImageEncoder::write_image(encoder, &pixels, width, height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    Ok(png)
 }
 
 /// A confusion matrix as a heat map of row-normalised recall, with counts.

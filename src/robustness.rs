@@ -167,8 +167,9 @@ pub fn sweep(models: &[ModelUnderTest], noise: &NoiseBank, config: &SweepConfig,
     }
 }
 
-/// `waveform` with test-pool noise at `snr`, chosen by (seed, path, snr, category).
-fn noisy(
+/// `waveform` with test-pool noise at `snr`, chosen by (seed, path, snr, category):
+/// the same clip gets the same noise in every run and for every model.
+pub fn noisy(
     waveform: &Waveform,
     path: &std::path::Path,
     snr: f64,

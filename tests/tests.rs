@@ -5,6 +5,7 @@ mod util;
 mod audio;
 mod cli;
 mod data;
+mod explain;
 mod features;
 mod train;
 mod wav2vec2;

@@ -11,7 +11,7 @@ use crate::util::{emofuse, shared_data};
 
 /// A manifest of 56 RAVDESS clips: 4 actors, 4 emotions, 2 of the 4
 /// statement × repetition takes.
-fn tiny_manifest(dir: &Path) -> PathBuf {
+pub fn tiny_manifest(dir: &Path) -> PathBuf {
     let root = shared_data().join("ravdess/Audio_Speech_Actors_01-24");
     let mut rows = String::from("path,label,speaker\n");
     for actor in 1..=4 {

@@ -5,6 +5,7 @@ mod backbone;
 mod bench;
 mod data;
 mod embed;
+mod explain;
 mod features;
 mod predict;
 mod robustness;
@@ -49,6 +50,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Train and test every fold of a protocol; UA/WA/F1 mean ± std over folds.
     Cv(train::CvArgs),
+    /// Why the model said so: SHAP and Score-CAM for audio files (PNG + JSON), or the SNR study.
+    Explain(explain::ExplainArgs),
     /// Score models on their test clips mixed with real noise at each SNR: tables and plots.
     Robustness(robustness::RobustnessArgs),
     /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => predict::eval(&args),
         Command::Train(args) => train::train(&args),
         Command::Cv(args) => train::cv(&args),
+        Command::Explain(args) => explain::explain(&args),
         Command::Robustness(args) => robustness::robustness(&args),
         Command::Embed(args) => embed::embed(&args),
         Command::Backbone { command } => backbone::run(command),

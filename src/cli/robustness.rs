@@ -55,17 +55,7 @@ pub struct RobustnessArgs {
 }
 
 pub fn robustness(args: &RobustnessArgs) -> Result<ExitCode> {
-    let snrs = args
-        .snr
-        .iter()
-        .map(|s| match s.trim() {
-            "clean" => Ok(None),
-            v => v
-                .parse::<f64>()
-                .map(Some)
-                .with_context(|| format!("--snr {v:?}: want clean or a number of dB")),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let snrs = parse_snrs(&args.snr)?;
     let noise = NoiseBank::load(&args.noise_dir).context("cannot read the noise corpus")?;
     let (_, test_pool) = noise.split(args.seed);
     eprintln!(
@@ -110,8 +100,22 @@ pub fn robustness(args: &RobustnessArgs) -> Result<ExitCode> {
     })
 }
 
+/// `clean` → `None`, a number of dB → `Some`.
+pub(crate) fn parse_snrs(values: &[String]) -> Result<Vec<Option<f64>>> {
+    values
+        .iter()
+        .map(|s| match s.trim() {
+            "clean" => Ok(None),
+            v => v
+                .parse::<f64>()
+                .map(Some)
+                .with_context(|| format!("--snr {v:?}: want clean or a number of dB")),
+        })
+        .collect()
+}
+
 /// The models of a folder: one model, or one per `fold-K` of a cv folder.
-fn models_in(dir: &Path, data: Option<&Path>, dataset: DatasetKind) -> Result<Vec<ModelUnderTest>> {
+pub(crate) fn models_in(dir: &Path, data: Option<&Path>, dataset: DatasetKind) -> Result<Vec<ModelUnderTest>> {
     let name = dir
         .canonicalize()
         .ok()
@@ -150,36 +154,40 @@ fn model_under_test(
 ) -> Result<ModelUnderTest> {
     let predictor = Predictor::load(dir).with_context(|| format!("cannot load the model {}", dir.display()))?;
     let split = dir.join("split.json");
-    let clips = if split.is_file() {
+    let split_test: Vec<PathBuf> = if split.is_file() {
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&split)?)
             .with_context(|| format!("{}: not JSON", split.display()))?;
-        let paths: Vec<PathBuf> = json["test"]
+        json["test"]
             .as_array()
             .with_context(|| format!("{}: no \"test\" list", split.display()))?
             .iter()
             .filter_map(|p| p.as_str().map(PathBuf::from))
-            .collect();
-        if paths.is_empty() {
-            bail!(
-                "{}: the model was trained on every clip; give test clips with --data",
-                dir.display()
-            );
-        }
-        // The labels come from the corpus layout, as in training.
-        let root = common_root(&paths);
-        let dataset = data::load(&root, dataset).with_context(|| format!("cannot read {}", root.display()))?;
-        let wanted: std::collections::HashSet<&PathBuf> = paths.iter().collect();
-        dataset
-            .clips
-            .into_iter()
-            .filter(|c| wanted.contains(&c.path))
-            .map(|c| (c.path, c.label))
             .collect()
     } else {
-        let data =
-            data.with_context(|| format!("{}: no split.json; give the test clips with --data", dir.display()))?;
-        let dataset = data::load(data, dataset).with_context(|| format!("cannot read {}", data.display()))?;
-        dataset.clips.into_iter().map(|c| (c.path, c.label)).collect()
+        Vec::new()
+    };
+    let clips = match data {
+        // --data names the test clips of a model trained on every clip.
+        Some(data) if split_test.is_empty() => {
+            let dataset = data::load(data, dataset).with_context(|| format!("cannot read {}", data.display()))?;
+            dataset.clips.into_iter().map(|c| (c.path, c.label)).collect()
+        }
+        _ if split_test.is_empty() => bail!(
+            "{}: the model has no test fold (no split.json, or trained on every clip); give test clips with --data",
+            dir.display()
+        ),
+        _ => {
+            // The labels come from the corpus layout, as in training.
+            let root = common_root(&split_test);
+            let dataset = data::load(&root, dataset).with_context(|| format!("cannot read {}", root.display()))?;
+            let wanted: std::collections::HashSet<&PathBuf> = split_test.iter().collect();
+            dataset
+                .clips
+                .into_iter()
+                .filter(|c| wanted.contains(&c.path))
+                .map(|c| (c.path, c.label))
+                .collect()
+        }
     };
     Ok(ModelUnderTest {
         name: name.to_owned(),
