@@ -18,4 +18,5 @@ pub mod noise;
 pub mod persist;
 pub mod plot;
 pub mod robustness;
+pub mod serve;
 pub mod train;

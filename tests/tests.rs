@@ -7,6 +7,8 @@ mod cli;
 mod data;
 mod explain;
 mod features;
+mod serve;
 mod train;
 mod wav2vec2;
+mod web;
 mod whisper;

@@ -9,6 +9,7 @@ mod explain;
 mod features;
 mod predict;
 mod robustness;
+mod serve;
 mod train;
 
 use std::io::Write;
@@ -54,6 +55,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Score models on their test clips mixed with real noise at each SNR: tables and plots.
     Robustness(robustness::RobustnessArgs),
+    /// The web page and JSON API on a local address (record or upload a voice, see the emotion and why).
+    Serve(serve::ServeArgs),
     /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
     Embed(embed::EmbedArgs),
     /// Pretrained encoders for the temporal stream (convert faster-whisper's model.bin).
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cv(args) => train::cv(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Robustness(args) => robustness::robustness(&args),
+        Command::Serve(args) => serve::serve(&args),
         Command::Embed(args) => embed::embed(&args),
         Command::Backbone { command } => backbone::run(command),
         Command::Bench { command } => bench::run(command),

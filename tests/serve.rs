@@ -1,0 +1,219 @@
+//! The JSON API as a client sees it: answers, the OpenAPI document, and every
+//! limit answered with the right status and a JSON error.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use emofuse::infer::Predictor;
+use emofuse::serve::{ServeConfig, openapi, router};
+
+use crate::util::{shared_data, sine, wav16};
+
+fn clip_bytes() -> Vec<u8> {
+    let path = shared_data().join("ravdess/Audio_Speech_Actors_01-24/Actor_04/03-01-04-01-02-01-04.flac");
+    std::fs::read(path).unwrap()
+}
+
+fn app(config: ServeConfig) -> Router {
+    router(Predictor::builtin().unwrap(), config)
+}
+
+fn multipart(bytes: &[u8], name: &str) -> (String, Vec<u8>) {
+    let boundary = "emofuse-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json)
+}
+
+fn post(path: &str, content_type: &str, body: Vec<u8>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn predict_answers_as_the_library_does_from_a_form_and_a_raw_body() {
+    let app = app(ServeConfig::default());
+    let bytes = clip_bytes();
+    let (content_type, form) = multipart(&bytes, "clip.flac");
+    let (status, from_form) = send(&app, post("/api/predict", &content_type, form)).await;
+    assert_eq!(status, StatusCode::OK, "{from_form}");
+    let (status, from_raw) = send(&app, post("/api/predict", "application/octet-stream", bytes.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(from_form["label"], from_raw["label"]);
+
+    let predictor = Predictor::builtin().unwrap();
+    let waveform = emofuse::audio::load_bytes(&bytes, "clip", &Default::default()).unwrap();
+    let expected = predictor.predict(&waveform, "clip").unwrap();
+    assert_eq!(from_form["label"], expected.label.as_str());
+    let p = from_form["probabilities"][expected.label.as_str()].as_f64().unwrap();
+    assert!((p - f64::from(expected.confidence)).abs() < 1e-6);
+    assert!(
+        from_form["timeline"].is_object(),
+        "a 3.3 s clip is longer than one 3 s window"
+    );
+}
+
+#[tokio::test]
+async fn explain_returns_the_numbers_and_a_png() {
+    let app = app(ServeConfig::default());
+    let (content_type, form) = multipart(&clip_bytes(), "clip.flac");
+    let (status, e) = send(&app, post("/api/explain", &content_type, form)).await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    for key in ["streams", "feature_groups", "time_segments", "spectral"] {
+        assert!(e[key].is_object(), "{key} missing");
+    }
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(e["png_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+}
+
+#[tokio::test]
+async fn every_openapi_route_answers() {
+    let app = app(ServeConfig::default());
+    let (status, served) = send(&app, Request::get("/api/openapi.json").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served, openapi());
+    let paths = served["paths"].as_object().unwrap();
+    assert!(paths.len() >= 6);
+    for (path, methods) in paths {
+        for method in methods.as_object().unwrap().keys() {
+            let request = match method.as_str() {
+                "get" => Request::get(path).body(Body::empty()).unwrap(),
+                "post" => {
+                    let (content_type, form) = multipart(&clip_bytes(), "clip.flac");
+                    post(path, &content_type, form)
+                }
+                other => panic!("{path}: method {other} not tested"),
+            };
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{method} {path}");
+        }
+    }
+    let (status, error) = send(&app, Request::get("/api/nothing").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error["error"].is_string());
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_with_the_reason() {
+    let app = app(ServeConfig {
+        max_body_bytes: 200_000,
+        max_duration_s: 2.0,
+        ..ServeConfig::default()
+    });
+    let cases: Vec<(&str, String, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "garbage",
+            "application/octet-stream".into(),
+            b"this is not audio at all".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a recognised audio format",
+        ),
+        (
+            "empty",
+            "application/octet-stream".into(),
+            Vec::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty",
+        ),
+        (
+            "too big a body",
+            "application/octet-stream".into(),
+            vec![0u8; 300_000],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than",
+        ),
+        (
+            "too long",
+            "application/octet-stream".into(),
+            wav16(&sine(220.0, 0.3, 16_000, 16_000 * 3), 16_000),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+        ),
+        (
+            "silence",
+            "application/octet-stream".into(),
+            wav16(&vec![0.0; 16_000], 16_000),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "silent",
+        ),
+        (
+            "truncated form",
+            "multipart/form-data; boundary=xyz".into(),
+            b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            "form without a file",
+            "multipart/form-data; boundary=xyz".into(),
+            b"--xyz\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nhello\r\n--xyz--\r\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "no `file` field",
+        ),
+    ];
+    for (what, content_type, body, want, says) in cases {
+        let (status, json) = send(&app, post("/api/predict", &content_type, body)).await;
+        assert_eq!(status, want, "{what}: {json}");
+        let message = json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no JSON error: {json}"));
+        assert!(message.contains(says), "{what}: {message:?} does not say {says:?}");
+    }
+    // Still serving after all that.
+    let small = wav16(&sine(220.0, 0.3, 16_000, 16_000), 16_000);
+    let (status, _) = send(&app, post("/api/predict", "application/octet-stream", small)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_full_queue_is_refused_at_once_and_a_slow_answer_times_out() {
+    let app = app(ServeConfig {
+        max_concurrent: 1,
+        max_queue: 0,
+        ..ServeConfig::default()
+    });
+    let (content_type, form) = multipart(&clip_bytes(), "clip.flac");
+    // An explanation holds the only slot for many forward passes.
+    let slow = tokio::spawn({
+        let app = app.clone();
+        let request = post("/api/explain", &content_type, form);
+        async move { send(&app, request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    let (status, json) = send(&app, post("/api/predict", "application/octet-stream", clip_bytes())).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("busy"));
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+
+    let hurried = self::app(ServeConfig {
+        request_timeout: Duration::from_millis(1),
+        ..ServeConfig::default()
+    });
+    let (content_type, form) = multipart(&clip_bytes(), "clip.flac");
+    let (status, json) = send(&hurried, post("/api/explain", &content_type, form)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("no answer within"));
+}
