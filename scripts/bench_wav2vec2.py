@@ -65,7 +65,7 @@ def main():
          "--runs", str(args.runs), "--json"], check=True, capture_output=True, text=True).stdout)
     print(f"{args.checkpoint}, batch 1, 2 threads each, median of {args.runs}")
     print(f"{'clip':>6}  {'PyTorch ' + theirs['torch']:>22}  {'emofuse':>10}  emofuse / PyTorch")
-    for t, o in zip(theirs["times"], ours["times"]):
+    for t, o in zip(theirs["times"], ours["modes"][0]["times"]):
         print(f"{t['seconds_of_audio']:>5.1f}s  {1e3 * t['median_s']:>19.1f} ms  {1e3 * o['median_s']:>7.1f} ms"
               f"  {o['median_s'] / t['median_s']:.2f}x")
     print(f"peak memory: PyTorch {theirs['peak_rss_mib']:.0f} MiB, emofuse {ours['peak_rss_mib']:.0f} MiB")

@@ -82,21 +82,19 @@ pub struct ForwardTime {
     pub best_s: f64,
 }
 
-/// Times `model.forward` on seeded white noise of each length in
-/// `seconds_of_audio`: one untimed warm-up, then `runs` timed forwards.
-pub fn wav2vec2_forward(model: &Wav2Vec2, seconds_of_audio: &[f64], runs: usize, device: &Device) -> Vec<ForwardTime> {
+/// Times `forward` on seeded white noise of each length in
+/// `seconds_of_audio`: one untimed warm-up, then `runs` timed calls. `forward`
+/// must return only once the result is computed (read it back).
+pub fn forward_times(seconds_of_audio: &[f64], runs: usize, forward: impl Fn(&[f32])) -> Vec<ForwardTime> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     seconds_of_audio
         .iter()
         .map(|&seconds| {
             let n = (seconds * f64::from(crate::audio::SAMPLE_RATE)) as usize;
             let noise: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let input = Tensor::<2>::from_data(TensorData::new(noise, [1, n]), device);
             let run = || {
                 let start = Instant::now();
-                let output = model.forward(input.clone(), &[n]);
-                // Reading the result back waits for the computation to finish.
-                std::hint::black_box(output.last_hidden_state.into_data());
+                forward(&noise);
                 start.elapsed().as_secs_f64()
             };
             run();
@@ -110,6 +108,16 @@ pub fn wav2vec2_forward(model: &Wav2Vec2, seconds_of_audio: &[f64], runs: usize,
             }
         })
         .collect()
+}
+
+/// [`forward_times`] of a wav2vec 2.0 / HuBERT encoder (raw waveform in).
+pub fn wav2vec2_forward(model: &Wav2Vec2, seconds_of_audio: &[f64], runs: usize, device: &Device) -> Vec<ForwardTime> {
+    forward_times(seconds_of_audio, runs, |noise| {
+        let input = Tensor::<2>::from_data(TensorData::new(noise.to_vec(), [1, noise.len()]), device);
+        let output = model.forward(input, &[noise.len()]);
+        // Reading the result back waits for the computation to finish.
+        std::hint::black_box(output.last_hidden_state.into_data());
+    })
 }
 
 /// The process' peak resident memory so far (Linux `VmHWM`), in MiB.

@@ -13,7 +13,9 @@ use emofuse::audio::{self, Waveform};
 use emofuse::bench::{self, ForwardTime, Throughput};
 use emofuse::data::{self, DatasetKind};
 use emofuse::features::{FeatureConfig, FeatureExtractor};
+use emofuse::model::temporal::{BackboneConfig, FrozenBackbone};
 use emofuse::model::wav2vec2;
+use emofuse::model::whisper::{WhisperConfig, WhisperMode};
 
 use super::{print_json, progress_bar};
 
@@ -21,13 +23,31 @@ use super::{print_json, progress_bar};
 pub enum BenchCommand {
     /// MFCC + ZCR + RMS extraction (audio decoded first), single-threaded and on all cores.
     Features(FeaturesBenchArgs),
-    /// wav2vec 2.0 / HuBERT encoder forward time per clip, and peak memory.
+    /// wav2vec 2.0 / HuBERT / Whisper encoder forward time per clip, and peak memory.
     Forward(ForwardBenchArgs),
+    /// End-to-end prediction of real clips on one thread: decode → features → model → probabilities.
+    Predict(PredictBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PredictBenchArgs {
+    /// Model directory [default: the model built into emofuse].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Corpus folder whose clips are predicted (read into memory first).
+    #[arg(long)]
+    data: PathBuf,
+    /// Only the first N clips (in path order).
+    #[arg(long, default_value_t = 200)]
+    limit: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ForwardBenchArgs {
-    /// Hugging Face checkpoint folder (config.json + model.safetensors or pytorch_model.bin).
+    /// Checkpoint folder: Hugging Face wav2vec 2.0 / HuBERT, or Whisper (`emofuse backbone convert`).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Clip lengths to time, in seconds.
@@ -61,6 +81,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Features(args) => features(&args),
         BenchCommand::Forward(args) => forward(&args),
+        BenchCommand::Predict(args) => predict(&args),
     }
 }
 
@@ -132,17 +153,55 @@ fn decode_corpus(dir: &std::path::Path, limit: Option<usize>) -> Result<Vec<Wave
 struct ForwardReport {
     checkpoint: PathBuf,
     threads: usize,
-    times: Vec<ForwardTime>,
+    /// Per mode: `wav2vec2` (one), or Whisper's `trimmed` and `padded30s`.
+    modes: Vec<ModeTimes>,
     peak_rss_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct ModeTimes {
+    mode: String,
+    times: Vec<ForwardTime>,
 }
 
 fn forward(args: &ForwardBenchArgs) -> Result<ExitCode> {
     let device = Device::flex();
-    let (model, _) = wav2vec2::load(&args.checkpoint, &device).context("cannot load the checkpoint")?;
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(args.checkpoint.join("config.json"))
+            .with_context(|| format!("cannot read {}/config.json", args.checkpoint.display()))?,
+    )
+    .context("config.json is not JSON")?;
+    let modes = if config["model_type"] == "whisper" {
+        // Front end (log-mel) and encoder, as the temporal stream runs them.
+        let encoder: WhisperConfig = serde_json::from_value(config).context("not a Whisper config")?;
+        [WhisperMode::Trimmed, WhisperMode::Padded30s]
+            .into_iter()
+            .map(|mode| {
+                let backbone = BackboneConfig::Whisper {
+                    path: args.checkpoint.clone(),
+                    encoder: encoder.clone(),
+                    mode,
+                };
+                let frozen = FrozenBackbone::load(&backbone, &device).context("cannot load the checkpoint")?;
+                let times = bench::forward_times(&args.seconds, args.runs, |clip| {
+                    let (states, _) = frozen.hidden_states(&[clip], &device);
+                    std::hint::black_box(states.last().expect("hidden states").clone().into_data());
+                });
+                let mode = serde_json::to_value(mode)?.as_str().unwrap_or_default().to_owned();
+                Ok(ModeTimes { mode, times })
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        let (model, _) = wav2vec2::load(&args.checkpoint, &device).context("cannot load the checkpoint")?;
+        vec![ModeTimes {
+            mode: "wav2vec2".into(),
+            times: bench::wav2vec2_forward(&model, &args.seconds, args.runs, &device),
+        }]
+    };
     let report = ForwardReport {
         checkpoint: args.checkpoint.clone(),
         threads: rayon::current_num_threads(),
-        times: bench::wav2vec2_forward(&model, &args.seconds, args.runs, &device),
+        modes,
         peak_rss_mib: bench::peak_rss_mib(),
     };
     if args.json {
@@ -153,18 +212,85 @@ fn forward(args: &ForwardBenchArgs) -> Result<ExitCode> {
             report.checkpoint.display(),
             report.threads
         );
-        for t in &report.times {
-            println!(
-                "  {:>5.1} s clip: median {:>8.1} ms, best {:>8.1} ms ({} runs)",
-                t.seconds_of_audio,
-                1e3 * t.median_s,
-                1e3 * t.best_s,
-                t.runs
-            );
+        for mode in &report.modes {
+            for t in &mode.times {
+                println!(
+                    "  {:>10} {:>5.1} s clip: median {:>8.1} ms, best {:>8.1} ms ({} runs)",
+                    mode.mode,
+                    t.seconds_of_audio,
+                    1e3 * t.median_s,
+                    1e3 * t.best_s,
+                    t.runs
+                );
+            }
         }
         if let Some(mib) = report.peak_rss_mib {
             println!("  peak memory {mib:.0} MiB");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct PredictReport {
+    model: String,
+    clips: usize,
+    mean_clip_s: f64,
+    threads: usize,
+    /// Per clip, from the file's bytes in memory to the probabilities.
+    median_ms: f64,
+    p99_ms: f64,
+    mean_ms: f64,
+}
+
+fn predict(args: &PredictBenchArgs) -> Result<ExitCode> {
+    let predictor = super::predict::load_predictor(args.model.as_deref())?;
+    let dataset = data::load(&args.data, DatasetKind::Auto).context("cannot read the corpus")?;
+    let files: Vec<(String, Vec<u8>)> = dataset
+        .clips
+        .iter()
+        .take(args.limit)
+        .map(|c| Ok((c.path.display().to_string(), std::fs::read(&c.path)?)))
+        .collect::<Result<_, std::io::Error>>()
+        .context("cannot read a clip")?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let (mut times, audio_s) = pool.install(|| -> Result<(Vec<f64>, f64)> {
+        let once = |(name, bytes): &(String, Vec<u8>)| -> Result<(f64, f64)> {
+            let start = std::time::Instant::now();
+            let waveform = audio::load_bytes(bytes, name, &Default::default())?;
+            std::hint::black_box(predictor.predict(&waveform, name)?);
+            Ok((start.elapsed().as_secs_f64(), waveform.duration_s()))
+        };
+        once(&files[0])?; // warm-up
+        let mut times = Vec::with_capacity(files.len());
+        let mut audio_s = 0.0;
+        for file in &files {
+            let (t, d) = once(file)?;
+            times.push(t);
+            audio_s += d;
+        }
+        Ok((times, audio_s))
+    })?;
+    times.sort_by(f64::total_cmp);
+    let report = PredictReport {
+        model: args
+            .model
+            .as_ref()
+            .map_or("built-in".to_owned(), |m| m.display().to_string()),
+        clips: times.len(),
+        mean_clip_s: audio_s / times.len() as f64,
+        threads: 1,
+        median_ms: 1e3 * times[times.len() / 2],
+        p99_ms: 1e3 * times[(times.len() * 99 / 100).min(times.len() - 1)],
+        mean_ms: 1e3 * times.iter().sum::<f64>() / times.len() as f64,
+    };
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "predict ({} model), {} clips of {:.2} s on average, 1 thread: median {:.2} ms, p99 {:.2} ms, mean {:.2} ms per clip",
+            report.model, report.clips, report.mean_clip_s, report.median_ms, report.p99_ms, report.mean_ms
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

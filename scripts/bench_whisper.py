@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""PyTorch + transformers vs emofuse: Whisper encoder (front end included), in one run.
+
+Both sides run the same converted checkpoint (`scripts/get-whisper-base.sh` writes
+~/.cache/emofuse/backbones/whisper-base) on seeded white noise of each length, 2 threads
+each, batch 1, returning all hidden states: one warm-up, then the median of --runs.
+Modes: `padded30s` (the reference: log-mel padded to 3000 frames, transformers'
+WhisperEncoder as it is) and `trimmed` (the clip's own frames; on the PyTorch side the
+encoder's own modules with the position table sliced, as scripts/golden_whisper.py does).
+Each side runs in its own process so that peak memory (max RSS) is its own.
+
+Dependencies: scripts/requirements-torch.txt
+Run from the repository root, after `cargo build --release`:
+    python3 scripts/bench_whisper.py [--checkpoint DIR] [--seconds 3,10]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = Path(os.environ.get("EMOFUSE_CACHE", Path.home() / ".cache" / "emofuse")) / "backbones" / "whisper-base"
+
+
+def torch_side(checkpoint, seconds, runs):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.set_num_threads(2)
+    config = WhisperConfig.from_pretrained(checkpoint)
+    model = WhisperModel(config).eval()
+    state = load_file(Path(checkpoint) / "model.safetensors")
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=False)
+    encoder = model.encoder
+    extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+
+    def trimmed(audio):
+        features = extractor(audio, sampling_rate=16000, padding="longest", return_tensors="pt").input_features
+        x = torch.nn.functional.gelu(encoder.conv1(features))
+        x = torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
+        x = x + encoder.embed_positions.weight[: x.shape[1]]
+        states = [x]
+        for layer in encoder.layers:
+            x = layer(x, None)
+            x = x[0] if isinstance(x, tuple) else x
+            states.append(x)
+        states[-1] = encoder.layer_norm(x)
+        return states
+
+    def padded(audio):
+        features = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+        return encoder(features, output_hidden_states=True).hidden_states
+
+    generator = torch.Generator().manual_seed(0)
+    report = {"torch": torch.__version__, "modes": []}
+    for mode, forward in [("trimmed", trimmed), ("padded30s", padded)]:
+        times = []
+        for length in seconds:
+            audio = (torch.rand(int(length * 16000), generator=generator) * 2 - 1).numpy()
+            with torch.inference_mode():
+                forward(audio)
+                runs_s = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    forward(audio)
+                    runs_s.append(time.perf_counter() - start)
+            runs_s.sort()
+            times.append({"seconds_of_audio": length, "median_s": runs_s[len(runs_s) // 2], "best_s": runs_s[0]})
+        report["modes"].append({"mode": mode, "times": times})
+    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return report
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(DEFAULT))
+    parser.add_argument("--seconds", default="3,10")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--emofuse", default=str(ROOT / "target" / "release" / "emofuse"))
+    parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    seconds = [float(s) for s in args.seconds.split(",")]
+    if args.torch_only:
+        print(json.dumps(torch_side(args.checkpoint, seconds, args.runs)))
+        return
+    theirs = json.loads(subprocess.run(
+        [sys.executable, __file__, "--checkpoint", args.checkpoint, "--seconds", args.seconds,
+         "--runs", str(args.runs), "--torch-only"], check=True, capture_output=True, text=True).stdout)
+    ours = json.loads(subprocess.run(
+        [args.emofuse, "bench", "forward", "--checkpoint", args.checkpoint, "--seconds", args.seconds,
+         "--runs", str(args.runs), "--json"], check=True, capture_output=True, text=True,
+        env={**os.environ, "RAYON_NUM_THREADS": "2"}).stdout)
+    print(f"{args.checkpoint}: log-mel + encoder, all hidden states, batch 1, 2 threads each, median of {args.runs}")
+    print(f"{'mode':>10} {'clip':>6}  {'PyTorch ' + theirs['torch']:>22}  {'emofuse':>10}  emofuse / PyTorch")
+    for t_mode in theirs["modes"]:
+        o_mode = next(m for m in ours["modes"] if m["mode"] == t_mode["mode"])
+        for t, o in zip(t_mode["times"], o_mode["times"]):
+            print(f"{t_mode['mode']:>10} {t['seconds_of_audio']:>5.1f}s  {1e3 * t['median_s']:>19.1f} ms"
+                  f"  {1e3 * o['median_s']:>7.1f} ms  {o['median_s'] / t['median_s']:.2f}x")
+    print(f"peak memory: PyTorch {theirs['peak_rss_mib']:.0f} MiB, emofuse {ours['peak_rss_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
