@@ -120,6 +120,60 @@ pub fn wav2vec2_forward(model: &Wav2Vec2, seconds_of_audio: &[f64], runs: usize,
     })
 }
 
+/// Times training steps of the spectral model (the default model's
+/// architecture: CNN, attentive pooling, classifier) on a fixed random batch
+/// `[batch, 42, frames]`: forward, cross-entropy, backward, AdamW with
+/// per-parameter gradient clipping. One warm-up step, then `steps` timed.
+pub fn spectral_train_steps(batch: usize, frames: usize, steps: usize) -> ForwardTime {
+    use crate::model::fusion::{EmotionModelConfig, ModelInput, ModelKind};
+    use burn::optim::{AdamWConfig, GradientsParams};
+
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let config: EmotionModelConfig = crate::infer::Predictor::builtin()
+        .expect("the built-in model loads")
+        .config()
+        .model
+        .clone();
+    assert_eq!(
+        config.kind,
+        ModelKind::Spectral,
+        "the default model is the spectral stream"
+    );
+    let mut model = config.init(None, &device);
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(0.01)
+        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
+        .init();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let values: Vec<f32> = (0..batch * 42 * frames).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let labels: Vec<i64> = (0..batch).map(|i| (i % config.n_classes) as i64).collect();
+    let mut step = || {
+        let start = Instant::now();
+        let features = Tensor::<3>::from_data(TensorData::new(values.clone(), [batch, 42, frames]), &device);
+        let input = ModelInput {
+            features: Some((features, vec![frames; batch])),
+            temporal: None,
+        };
+        let logits = model.forward(input).logits;
+        let targets = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(labels.clone(), [batch]), &device);
+        let log_probs = burn::tensor::activation::log_softmax(logits, 1);
+        let loss = log_probs.gather(1, targets.unsqueeze_dim::<2>(1)).mean().neg();
+        let gradients = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-3, model.clone(), gradients);
+        start.elapsed().as_secs_f64()
+    };
+    step();
+    let mut times: Vec<f64> = (0..steps.max(1)).map(|_| step()).collect();
+    times.sort_by(f64::total_cmp);
+    ForwardTime {
+        seconds_of_audio: frames as f64 * 512.0 / 16_000.0,
+        runs: times.len(),
+        median_s: times[times.len() / 2],
+        best_s: times[0],
+    }
+}
+
 /// The process' peak resident memory so far (Linux `VmHWM`), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -25,8 +25,24 @@ pub enum BenchCommand {
     Features(FeaturesBenchArgs),
     /// wav2vec 2.0 / HuBERT / Whisper encoder forward time per clip, and peak memory.
     Forward(ForwardBenchArgs),
+    /// Training steps of the default model's architecture (spectral CNN) on a fixed batch.
+    TrainStep(TrainStepBenchArgs),
     /// End-to-end prediction of real clips on one thread: decode → features → model → probabilities.
     Predict(PredictBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainStepBenchArgs {
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Frames per clip (116 ≈ 3.7 s at hop 512).
+    #[arg(long, default_value_t = 116)]
+    frames: usize,
+    /// Timed steps (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +98,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Features(args) => features(&args),
         BenchCommand::Forward(args) => forward(&args),
         BenchCommand::Predict(args) => predict(&args),
+        BenchCommand::TrainStep(args) => train_step(&args),
     }
 }
 
@@ -290,6 +307,32 @@ fn predict(args: &PredictBenchArgs) -> Result<ExitCode> {
         println!(
             "predict ({} model), {} clips of {:.2} s on average, 1 thread: median {:.2} ms, p99 {:.2} ms, mean {:.2} ms per clip",
             report.model, report.clips, report.mean_clip_s, report.median_ms, report.p99_ms, report.mean_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train_step(args: &TrainStepBenchArgs) -> Result<ExitCode> {
+    let time = bench::spectral_train_steps(args.batch, args.frames, args.steps);
+    let report = serde_json::json!({
+        "batch": args.batch,
+        "frames": args.frames,
+        "threads": rayon::current_num_threads(),
+        "median_s": time.median_s,
+        "best_s": time.best_s,
+        "steps": time.runs,
+        "clips_per_s": args.batch as f64 / time.median_s,
+    });
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "spectral training step, batch {} × 42 × {} frames, {} threads: median {:.2} ms ({:.0} clips/s)",
+            args.batch,
+            args.frames,
+            rayon::current_num_threads(),
+            1e3 * time.median_s,
+            args.batch as f64 / time.median_s
         );
     }
     Ok(ExitCode::SUCCESS)
