@@ -7,6 +7,7 @@ mod cli;
 mod data;
 mod explain;
 mod features;
+mod noise;
 mod serve;
 mod train;
 mod wav2vec2;
