@@ -8,6 +8,7 @@ mod data;
 mod explain;
 mod features;
 mod noise;
+mod properties;
 mod serve;
 mod train;
 mod wav2vec2;
