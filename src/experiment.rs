@@ -22,6 +22,9 @@ use crate::model::wav2vec2;
 use crate::noise::NoiseBank;
 use crate::persist;
 use crate::train::{self, Event, TrainingConfig, TrainingData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// Clips of one or more corpora with their decoded audio and features.
 pub struct LoadedCorpus {
@@ -205,8 +208,17 @@ pub fn run(
         // A frozen encoder gives the same hidden states every epoch: computed
         // once, and kept on disk for the next run and fold.
         let cache = FeatureCache::open_keyed(config.cache_dir.join("hidden"), &backbone.identity())?;
-        attach_hidden_states(&train_clips, &mut train_examples, frozen, &cache, on_event)?;
-        attach_hidden_states(&validation_clips, &mut validation_examples, frozen, &cache, on_event)?;
+        let mut train_keys = content_keys(&train_clips)?;
+        if let Some(augment) = wave_augment.as_ref().filter(|a| a.noise.is_some()) {
+            // Noise reaches a frozen encoder only through fixed noisy copies of
+            // each training clip, made once (seeded by clip and copy) and cached.
+            let (copies, copy_keys) = noisy_copies(augment, &train_examples, &train_keys, training.seed);
+            train_examples.extend(copies);
+            train_keys.extend(copy_keys);
+        }
+        attach_hidden_states(&train_keys, &mut train_examples, frozen, &cache, on_event)?;
+        let validation_keys = content_keys(&validation_clips)?;
+        attach_hidden_states(&validation_keys, &mut validation_examples, frozen, &cache, on_event)?;
     }
     let data = TrainingData {
         train: &train_examples,
@@ -329,22 +341,70 @@ fn split_json(corpus: &LoadedCorpus, split: &Split) -> Vec<u8> {
     serde_json::to_vec_pretty(&value).expect("a split serialises")
 }
 
-/// Fills in each example's hidden states from the cache, computing (in
-/// batches of clips of similar length) and storing the missing ones.
+/// Noisy copies of a frozen encoder's training clips made per clean clip.
+const NOISY_COPIES: u64 = 2;
+
+/// The content hash of each clip's file: its cache key.
+fn content_keys(clips: &[&Clip]) -> Result<Vec<blake3::Hash>, ExperimentError> {
+    clips
+        .iter()
+        .map(|clip| {
+            FeatureCache::content_hash(&clip.path).map_err(|source| ExperimentError::Hash {
+                path: clip.path.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// [`NOISY_COPIES`] noise-mixed copies of every training example, and their
+/// cache keys (clip content, copy, seed and the noise settings and pool).
+fn noisy_copies(
+    augment: &WaveAugment,
+    examples: &[Example],
+    keys: &[blake3::Hash],
+    seed: u64,
+) -> (Vec<Example>, Vec<blake3::Hash>) {
+    let (bank, noise) = augment.noise.as_ref().expect("a noise corpus");
+    let mut setting = blake3::Hasher::new();
+    setting.update(format!("{:?} {:?} {:?}", noise.dir, noise.snr_db, noise.reference).as_bytes());
+    for clip in &bank.clips {
+        setting.update(clip.path.to_string_lossy().as_bytes());
+    }
+    let setting = setting.finalize();
+    let made: Vec<(Example, blake3::Hash)> = (1..=NOISY_COPIES)
+        .flat_map(|copy| {
+            examples
+                .iter()
+                .zip(keys)
+                .map(move |(example, key)| (copy, example, key))
+        })
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .filter_map(|(copy, example, key)| {
+            let mut id = blake3::Hasher::new();
+            id.update(key.as_bytes());
+            id.update(setting.as_bytes());
+            id.update(&copy.to_le_bytes());
+            id.update(&seed.to_le_bytes());
+            let id = id.finalize();
+            let mut rng = ChaCha8Rng::from_seed(*id.as_bytes());
+            augment.noisy_copy(example, &mut rng).map(|e| (e, id))
+        })
+        .collect();
+    made.into_iter().unzip()
+}
+
+/// Fills in each example's hidden states from the cache (`keys[i]` is
+/// example `i`'s), computing (in batches of clips of similar length) and
+/// storing the missing ones.
 fn attach_hidden_states(
-    clips: &[&Clip],
+    keys: &[blake3::Hash],
     examples: &mut [Example],
     frozen: &FrozenBackbone,
     cache: &FeatureCache,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(), ExperimentError> {
-    let hash = |clip: &Clip| {
-        FeatureCache::content_hash(&clip.path).map_err(|source| ExperimentError::Hash {
-            path: clip.path.clone(),
-            source,
-        })
-    };
-    let keys = clips.iter().map(|c| hash(c)).collect::<Result<Vec<_>, _>>()?;
     let mut missing = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         match cache.get(key) {

@@ -156,3 +156,69 @@ fn ctrl_c_checkpoints_and_resume_continues() {
     assert_eq!(result["split"], "all clips");
     assert!(out.join("model.safetensors").exists());
 }
+
+/// A frozen encoder (the committed tiny Whisper) with noise augmentation: its
+/// hidden states are cached for the clean clips and for two noisy copies of
+/// each training clip, so a second run computes none of them again.
+#[test]
+fn a_frozen_encoder_trains_on_cached_clean_and_noisy_hidden_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = tiny_manifest(dir.path());
+    let cache = dir.path().join("cache");
+    let backbone = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/whisper/hf");
+    let noise = shared_data().join("noise/urbansound8k");
+    let run = |out: &str| {
+        let output = emofuse(&[
+            "train",
+            "--data",
+            manifest.to_str().unwrap(),
+            "--model",
+            "fusion-gated",
+            "--backbone",
+            backbone.to_str().unwrap(),
+            "--noise-dir",
+            noise.to_str().unwrap(),
+            "--snr-range",
+            "0:10",
+            "--epochs",
+            "1",
+            "--validation",
+            "0",
+            "--out",
+            dir.path().join(out).to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    let entries = || -> usize {
+        walk(&cache.join("hidden"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "feat"))
+            .count()
+    };
+    run("first");
+    let cached = entries();
+    assert!(
+        cached >= 3 * 56,
+        "56 clean clips + 2 noisy copies each, got {cached} entries"
+    );
+    run("second");
+    assert_eq!(entries(), cached, "the second run reuses every cached state");
+    let first = std::fs::read(dir.path().join("first/model.safetensors")).unwrap();
+    let second = std::fs::read(dir.path().join("second/model.safetensors")).unwrap();
+    assert_eq!(first, second, "same seed, same noisy copies, same weights");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -478,10 +478,8 @@ fn load_corpora(options: &TrainOptions) -> Result<LoadedCorpus> {
     }
     let config = FeatureConfig::default();
     let extractor = FeatureExtractor::new(config.clone())?;
-    let cache = FeatureCache::open(
-        options.cache_dir.clone().unwrap_or_else(FeatureCache::default_dir),
-        &config,
-    )?;
+    // The same layout as `emofuse prepare`: features under <cache root>/features.
+    let cache = FeatureCache::open(cache_root(options).join("features"), &config)?;
     let progress = progress_bar(clips.len() as u64, "audio and features");
     let loaded = examples::load_audio(&clips, &extractor, Some(&cache), || progress.inc(1));
     progress.finish_and_clear();
