@@ -107,6 +107,10 @@ pub struct TrainOptions {
     /// Seed of splits, initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Permit EmoBox's TESS and CREMA-D folds, in which every speaker is in
+    /// both train and test (results are then speaker-dependent).
+    #[arg(long)]
+    allow_speaker_overlap: bool,
     /// Store weights as f16 (half the size).
     #[arg(long)]
     half: bool,
@@ -168,7 +172,7 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
     let corpus = load_corpora(options)?;
     let (name, train, test) = match (&args.protocol, &args.fold_file, args.fold) {
         (Some(protocol), _, Some(k)) => {
-            let folds = make_folds(&corpus, *protocol, args.k, options.seed)?;
+            let folds = make_folds(&corpus, *protocol, args.k, options)?;
             let fold = folds
                 .get(k.wrapping_sub(1))
                 .with_context(|| format!("--fold {k}: there are {} folds", folds.len()))?;
@@ -205,7 +209,7 @@ pub fn cv(args: &CvArgs) -> Result<ExitCode> {
     let options = &args.options;
     let stop = stop_flag()?;
     let corpus = load_corpora(options)?;
-    let folds = make_folds(&corpus, args.protocol, args.k, options.seed)?;
+    let folds = make_folds(&corpus, args.protocol, args.k, options)?;
     let config = experiment_config(options)?;
     let chosen: Vec<usize> = if args.folds.is_empty() {
         (1..=folds.len()).collect()
@@ -508,7 +512,12 @@ fn load_corpora(options: &TrainOptions) -> Result<LoadedCorpus> {
     })
 }
 
-fn make_folds(corpus: &LoadedCorpus, protocol: ProtocolName, k: usize, seed: u64) -> Result<Vec<folds::Fold>> {
+fn make_folds(
+    corpus: &LoadedCorpus,
+    protocol: ProtocolName,
+    k: usize,
+    options: &TrainOptions,
+) -> Result<Vec<folds::Fold>> {
     let corpora: std::collections::BTreeSet<_> = corpus.clips.iter().map(|c| c.corpus).collect();
     let protocol = match protocol {
         ProtocolName::Emobox => Protocol::Emobox,
@@ -521,8 +530,8 @@ fn make_folds(corpus: &LoadedCorpus, protocol: ProtocolName, k: usize, seed: u64
     let corpus_kind = *corpora.iter().next().context("no clips")?;
     let options = FoldOptions {
         protocol,
-        seed,
-        allow_speaker_overlap: false,
+        seed: options.seed,
+        allow_speaker_overlap: options.allow_speaker_overlap,
     };
     folds::make_folds(&corpus.clips, corpus_kind, &options).context("cannot make folds")
 }
