@@ -126,6 +126,8 @@ pub fn explain(args: &ExplainArgs) -> Result<ExitCode> {
     progress.finish_and_clear();
     if args.json {
         print_json(&explanations)?;
+    } else if explanations.len() > 1 {
+        print_faithfulness(&explanations);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -187,6 +189,30 @@ fn print_summary(explanation: &Explanation, dir: &Path) {
         }
     }
     println!("  → {}", dir.join("explanation.png").display());
+}
+
+/// Over all files: the mean class probability after deletions, most salient
+/// first and random, per stream, and how often the saliency order did better.
+fn print_faithfulness(explanations: &[Explanation]) {
+    for name in ["spectral", "temporal"] {
+        let checks: Vec<_> = explanations
+            .iter()
+            .filter_map(|e| if name == "spectral" { &e.spectral } else { &e.temporal }.as_ref())
+            .map(|s| &s.faithfulness)
+            .collect();
+        if checks.is_empty() {
+            continue;
+        }
+        let n = checks.len() as f64;
+        let salient = checks.iter().map(|f| f.auc_salient).sum::<f64>() / n;
+        let random = checks.iter().map(|f| f.auc_random).sum::<f64>() / n;
+        let wins = checks.iter().filter(|f| f.auc_salient < f.auc_random).count();
+        println!(
+            "{name} saliency over {} files: probability after deletions {salient:.3} (most salient first) vs {random:.3} (random); salient-first lower in {wins}/{}",
+            checks.len(),
+            checks.len()
+        );
+    }
 }
 
 fn study(args: &ExplainArgs) -> Result<ExitCode> {
