@@ -222,3 +222,63 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// `cv` killed (SIGKILL) in its second fold and started again continues where
+/// it stopped: the finished fold is kept, the interrupted one resumes from its
+/// checkpoint, and every fold ends with the weights of an uninterrupted run.
+#[test]
+fn killed_cv_continues_where_it_stopped_with_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = tiny_manifest(dir.path());
+    let cache = dir.path().join("cache");
+    let cv_args = |out: &Path| -> Vec<String> {
+        let mut args = train_args(&manifest, out, &cache);
+        args[0] = "cv".into();
+        let epochs = args.iter().position(|a| a == "--epochs").unwrap();
+        args[epochs + 1] = "6".into();
+        args.extend(["--protocol", "kfold", "--k", "2"].map(str::to_owned));
+        args
+    };
+    let straight = dir.path().join("straight");
+    let output = emofuse(&cv_args(&straight).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let killed = dir.path().join("killed");
+    let args = cv_args(&killed);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once the second fold has written its first checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !killed.join("fold-2/checkpoint.bin").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        killed.join("fold-1/results.json").is_file(),
+        "fold 1 finished before the kill"
+    );
+    assert!(!killed.join("summary.json").exists(), "no summary for an unfinished cv");
+
+    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for fold in ["fold-1", "fold-2"] {
+        let a = std::fs::read(straight.join(fold).join("model.safetensors")).unwrap();
+        let b = std::fs::read(killed.join(fold).join("model.safetensors")).unwrap();
+        assert!(a == b, "{fold}: the resumed cv ends with other weights");
+    }
+    let ua = |dir: &Path| -> Vec<Value> {
+        let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+        summary["folds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["test"]["ua"].clone())
+            .collect()
+    };
+    assert_eq!(ua(&straight), ua(&killed));
+}
