@@ -230,3 +230,52 @@ async fn a_full_queue_is_refused_at_once_and_a_slow_answer_times_out() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     assert!(json["error"].as_str().unwrap().contains("no answer within"));
 }
+
+/// Over a real socket: a body that trickles in is cut off at the time limit,
+/// clients that vanish mid-upload cost nothing, and valid requests are served
+/// throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_vanishing_clients_do_not_hold_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = app(ServeConfig {
+        request_timeout: Duration::from_millis(500),
+        ..ServeConfig::default()
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let head = "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n";
+
+    // Vanishing clients: half a body, then gone.
+    for _ in 0..20 {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(&[0u8; 5000]).await.unwrap();
+        drop(socket);
+    }
+    // A slow client: the answer comes at the time limit, not never.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(b"RIFF").await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer))
+        .await
+        .expect("the server answers a stalled upload within its time limit")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    let status: u16 = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!((400..500).contains(&status), "{answer}");
+
+    // Still serving.
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let clip = clip_bytes();
+    let request = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        clip.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.write_all(&clip).await.unwrap();
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await.unwrap();
+    assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200"));
+}

@@ -21,6 +21,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutBody;
 
 use crate::audio::{self, AudioError, LoadOptions, Waveform};
 use crate::explain::{self, ExplainOptions, Explanation, picture};
@@ -116,6 +117,10 @@ pub fn router(predictor: Predictor, config: ServeConfig) -> Router {
         .route("/api/explain", post(explain_route))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see /api/openapi.json") })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // A body that trickles in (slowloris) is cut off at the request time limit.
+        .layer(axum::middleware::map_request(move |request: Request| async move {
+            request.map(|body| axum::body::Body::new(TimeoutBody::new(config.request_timeout, body)))
+        }))
         .with_state(state)
 }
 
