@@ -13,12 +13,14 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(audio_bytes manifest model_files checkpoint ctranslate2 upload)
 command -v cargo-fuzz > /dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-cargo fuzz build -O "${targets[@]/#/}" 2> /dev/null || cargo fuzz build -O
+cargo fuzz build -O
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
 status=0
 for target in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$target"
   log=$(mktemp)
-  if cargo fuzz run -O "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+  mkdir -p "fuzz/artifacts/$target"
+  if "$bin/$target" -artifact_prefix="fuzz/artifacts/$target/" "fuzz/corpus/$target" "fuzz/seeds/$target" \
       -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 > "$log" 2>&1; then
     result="no crash"
   else

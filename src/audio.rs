@@ -346,7 +346,35 @@ struct Decoded {
     sample_rate: u32,
 }
 
+/// Decodes with symphonia, turning a panic inside it into an error: malformed
+/// headers can trip its assertions (fuzzing found an AIFF with a sample rate
+/// of 0), and one bad file must not take down a batch job or the server.
 fn decode(
+    source: Box<dyn MediaSource>,
+    container: Container,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<Decoded, AudioError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_unguarded(source, container, path, options)
+    }))
+    .unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(AudioError::Corrupt {
+            path: path.to_owned(),
+            detail: format!(
+                "malformed {} data: the decoder gave up ({message})",
+                container.extension()
+            ),
+        })
+    })
+}
+
+fn decode_unguarded(
     source: Box<dyn MediaSource>,
     container: Container,
     path: &Path,

@@ -360,3 +360,13 @@ fn the_duration_limit_is_configurable() {
     let err = audio::load_bytes(&bytes, "two_seconds.wav", &options).unwrap_err();
     assert!(matches!(err, AudioError::TooLong { .. }), "{err}");
 }
+
+/// Found by fuzzing (`fuzz/artifacts/audio_bytes`): an AIFF header with a
+/// sample rate of 0 made the decoder panic; now it is a clear error.
+#[test]
+fn fuzz_regression_aiff_with_a_zero_sample_rate() {
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/aiff-zero-rate.aiff")).unwrap();
+    let err = expect_error(&bytes, |e| matches!(e, AudioError::Corrupt { .. }));
+    assert!(err.to_string().contains("malformed"), "{err}");
+}
