@@ -117,3 +117,19 @@ fn skipped_files_are_listed_and_set_the_exit_status() {
         "{stderr}"
     );
 }
+
+#[test]
+fn negative_snrs_are_values_not_flags() {
+    let output = emofuse(&[
+        "train",
+        "--data",
+        "/nonexistent",
+        "--out",
+        "/tmp/x",
+        "--snr-range",
+        "-5:20",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+}

@@ -84,7 +84,7 @@ pub struct TrainOptions {
     #[arg(long)]
     noise_dir: Option<PathBuf>,
     /// SNR range of the training noise, in dB (`low:high`).
-    #[arg(long, default_value = "0:20", value_parser = parse_range)]
+    #[arg(long, default_value = "0:20", value_parser = parse_range, allow_hyphen_values = true)]
     snr_range: (f64, f64),
     /// Share of training clips that get noise.
     #[arg(long, default_value_t = 0.5)]
