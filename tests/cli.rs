@@ -133,3 +133,43 @@ fn negative_snrs_are_values_not_flags() {
     assert!(!stderr.contains("unexpected argument"), "{stderr}");
     assert!(stderr.contains("/nonexistent"), "{stderr}");
 }
+
+#[test]
+fn bad_model_folders_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/ravdess-mini/Actor_01/03-01-05-02-01-01-01.flac"
+    );
+    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    let config = std::fs::read_to_string(default.join("config.json")).unwrap();
+    let weights = std::fs::read(default.join("model.safetensors")).unwrap();
+    let case = |name: &str, config: &str, weights: &[u8], says: &str| {
+        let model = dir.path().join(name);
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::write(model.join("config.json"), config).unwrap();
+        std::fs::write(model.join("model.safetensors"), weights).unwrap();
+        let output = emofuse(&["predict", clip, "--model", model.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}: accepted");
+        assert!(stderr.contains(says), "{name}: {stderr:?} does not say {says:?}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    };
+    case(
+        "not json",
+        "{ this is not json",
+        &weights,
+        "not an emofuse model config",
+    );
+    case(
+        "truncated weights",
+        &config,
+        &weights[..weights.len() / 2],
+        "do not fit",
+    );
+    let wider = config.replacen("128,\n        128\n      ]", "128,\n        256\n      ]", 1);
+    assert_ne!(wider, config, "the test edits the last CNN width");
+    case("other shapes", &wider, &weights, "do not fit");
+    let output = emofuse(&["predict", clip, "--model", dir.path().join("missing").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
+}
