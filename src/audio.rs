@@ -31,7 +31,8 @@ pub const MAX_SOURCE_RATE: u32 = 768_000;
 pub const SILENCE_PEAK: f32 = 1e-5;
 
 /// Bytes read to recognise a container; every magic number we know fits.
-const SNIFF_LEN: usize = 16;
+/// Bytes of a file's start read to recognise it and check its header.
+const HEADER_LEN: usize = 4096;
 
 /// Mono audio at a known rate.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +191,7 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Wavefo
 pub fn load_bytes(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<Waveform, AudioError> {
     let path = Path::new(name);
     let container = sniff(bytes, path)?;
+    check_header(&bytes[..bytes.len().min(HEADER_LEN)], container, path)?;
     let decoded = decode(Box::new(Cursor::new(bytes.to_vec())), container, path, options)?;
     finish(decoded, path, options)
 }
@@ -215,11 +217,43 @@ fn open_file(path: &Path) -> Result<(File, Container), AudioError> {
         return Err(AudioError::IsDirectory { path: path.to_owned() });
     }
     let mut file = File::open(path).map_err(io)?;
-    let mut head = Vec::with_capacity(SNIFF_LEN);
-    (&mut file).take(SNIFF_LEN as u64).read_to_end(&mut head).map_err(io)?;
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    (&mut file).take(HEADER_LEN as u64).read_to_end(&mut head).map_err(io)?;
     let container = sniff(&head, path)?;
+    check_header(&head, container, path)?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     Ok((file, container))
+}
+
+/// Refuses header values the decoder cannot take: symphonia 0.5 panics on an
+/// AIFF whose sample rate is 0 (found by fuzzing), so the `COMM` chunk's
+/// 80-bit rate is read here first. Checked on the first [`HEADER_LEN`] bytes.
+fn check_header(head: &[u8], container: Container, path: &Path) -> Result<(), AudioError> {
+    if container != Container::Aiff {
+        return Ok(());
+    }
+    let mut pos = 12;
+    while pos + 8 <= head.len() {
+        let size = u32::from_be_bytes(head[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
+        if &head[pos..pos + 4] == b"COMM" {
+            let Some(rate) = head.get(pos + 16..pos + 26) else {
+                break;
+            };
+            let exponent = i32::from(u16::from_be_bytes([rate[0], rate[1]]) & 0x7fff);
+            let negative = rate[0] & 0x80 != 0;
+            let mantissa = u64::from_be_bytes(rate[2..10].try_into().expect("8 bytes"));
+            let value = mantissa as f64 * 2f64.powi(exponent - 16383 - 63);
+            if negative || !value.is_finite() || value < 1.0 {
+                return Err(AudioError::Corrupt {
+                    path: path.to_owned(),
+                    detail: format!("AIFF header gives a sample rate of {value}"),
+                });
+            }
+            break;
+        }
+        pos = pos.saturating_add(8).saturating_add(size).saturating_add(size & 1);
+    }
+    Ok(())
 }
 
 /// Recognises the container from its magic bytes.
