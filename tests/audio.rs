@@ -377,6 +377,8 @@ fn fuzz_regression_aiff_with_a_zero_sample_rate() {
     // An MP3-looking start with an AIFF further in: symphonia's probe finds the
     // AIFF and panics inside; the panic is caught and named.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/mp3-then-aiff-zero-rate.bin");
-    let err = expect_error(&std::fs::read(path).unwrap(), |e| matches!(e, AudioError::Corrupt { .. }));
+    let err = expect_error(&std::fs::read(path).unwrap(), |e| {
+        matches!(e, AudioError::Corrupt { .. })
+    });
     assert!(err.to_string().contains("malformed"), "{err}");
 }

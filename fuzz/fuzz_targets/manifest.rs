@@ -5,7 +5,9 @@ use emofuse::data::manifest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&kind, text)) = data.split_first() else { return };
+    let Some((&kind, text)) = data.split_first() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(if kind % 2 == 0 { "m.csv" } else { "m.jsonl" });
     std::fs::write(&path, text).unwrap();

@@ -16,7 +16,9 @@ fn builtin() -> &'static ModelConfig {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, bytes)) = data.split_first() else { return };
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
     let path = Path::new("fuzz/model");
     if which % 2 == 0 {
         let _ = ModelConfig::from_json(bytes, path);

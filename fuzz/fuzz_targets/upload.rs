@@ -16,7 +16,10 @@ use tower::ServiceExt;
 fn app() -> &'static (tokio::runtime::Runtime, Router) {
     static APP: OnceLock<(tokio::runtime::Runtime, Router)> = OnceLock::new();
     APP.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let config = ServeConfig {
             max_duration_s: 10.0,
             ..ServeConfig::default()
@@ -35,7 +38,9 @@ fn quiet_caught_panics() {
 
 fuzz_target!(|data: &[u8]| {
     quiet_caught_panics();
-    let Some((&kind, body)) = data.split_first() else { return };
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
     let content_type = if kind % 2 == 0 {
         "multipart/form-data; boundary=B"
     } else {
