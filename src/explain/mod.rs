@@ -192,10 +192,7 @@ pub fn explain(
         time_segments: explainer.segment_shap(options, duration_s),
         spectral,
         temporal,
-        gate_spectral: output.gate.as_ref().map(|g| {
-            let g = to_vec(g.clone());
-            g.iter().sum::<f32>() / g.len() as f32
-        }),
+        gate_spectral: mean_gate(&output),
         labels,
         probabilities,
     })
@@ -218,11 +215,7 @@ pub fn stream_shap(
         class: class.unwrap_or(predicted),
         device: predictor.device().clone(),
     };
-    let gate = output.gate.as_ref().map(|g| {
-        let g = to_vec(g.clone());
-        g.iter().sum::<f32>() / g.len() as f32
-    });
-    (explainer.stream_shap(), predicted, gate)
+    (explainer.stream_shap(), predicted, mean_gate(&output))
 }
 
 /// What is read off the model for the explained class. Score-CAM weighs
@@ -607,8 +600,15 @@ fn to_vec<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().try_into_vec().expect("f32 values")
 }
 
-fn argmax(values: &[f32]) -> usize {
-    (0..values.len())
-        .max_by(|&a, &b| values[a].total_cmp(&values[b]))
-        .unwrap_or(0)
+/// The predicted class of one clip's probabilities.
+fn argmax(probabilities: &[f32]) -> usize {
+    crate::eval::argmax_rows(probabilities, probabilities.len())[0]
+}
+
+/// The fusion gate averaged over its dimensions (gated fusion only).
+fn mean_gate(output: &ModelOutput) -> Option<f32> {
+    output.gate.as_ref().map(|g| {
+        let g = to_vec(g.clone());
+        g.iter().sum::<f32>() / g.len() as f32
+    })
 }
