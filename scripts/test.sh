@@ -11,3 +11,5 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 (cd tests/web && npm ci --no-audit --no-fund --silent)
 cargo test --locked
+# The server against its own OpenAPI document (schemathesis from PyPI, ~1 min).
+scripts/schemathesis.sh 100

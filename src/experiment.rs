@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audio::Waveform;
 use crate::augment::WaveAugment;
 use crate::data::batcher::{Example, HiddenStates};
 use crate::data::examples::{self, ClipAudio};
@@ -129,6 +130,8 @@ pub enum ExperimentError {
     Hash { path: PathBuf, source: std::io::Error },
     #[error("the noise corpus: {0}")]
     Noise(#[from] crate::noise::NoiseError),
+    #[error("--teacher {}: {problem}", dir.display())]
+    Teacher { dir: PathBuf, problem: String },
     #[error("interrupted: the checkpoint is saved; run the same command with --resume to continue")]
     Interrupted,
 }
@@ -159,7 +162,8 @@ pub fn run(
     let backbone = training.model.temporal.backbone.clone();
     let has_temporal = training.model.kind.has_temporal();
     let preprocessor = has_temporal.then(|| backbone.preprocessor());
-    let keep_raw = training.augment.changes_audio();
+    // A teacher hears each training clip's audio.
+    let keep_raw = training.augment.changes_audio() || training.distillation.is_some();
     let make = |indices: &[usize], raw: bool| {
         let (clips, audio) = pick(indices);
         // A clip whose label the training set lacks cannot be scored (see `unscored_test_clips`).
@@ -182,7 +186,7 @@ pub fn run(
         Some(config) => Some((NoiseBank::load(&config.dir)?.split(training.seed).0, config.clone())),
         None => None,
     };
-    let wave_augment = keep_raw.then(|| WaveAugment {
+    let mut wave_augment = keep_raw.then(|| WaveAugment {
         speeds: training.augment.speeds.clone(),
         noise,
         extractor: crate::features::FeatureExtractor::new(crate::features::FeatureConfig::default())
@@ -204,26 +208,54 @@ pub fn run(
     let frozen = (has_temporal && !backbone.is_trained())
         .then(|| FrozenBackbone::load(&backbone, &burn::tensor::Device::flex()))
         .transpose()?;
+    let teacher = training
+        .distillation
+        .as_ref()
+        .map(|distillation| load_teacher(Path::new(&distillation.teacher), split, &labels))
+        .transpose()?;
+    // Noise reaches a frozen encoder and a teacher only through fixed noisy
+    // copies of each training clip, made once (seeded by clip and copy):
+    // their hidden states are cached, and the teacher labels what the student hears.
+    let fixed_audio = frozen.is_some() || teacher.is_some();
+    let mut train_keys = if fixed_audio {
+        content_keys(&train_clips)?
+    } else {
+        Vec::new()
+    };
+    if fixed_audio && let Some(augment) = wave_augment.as_ref().filter(|a| a.noise.is_some()) {
+        let (copies, copy_keys) = noisy_copies(augment, &train_examples, &train_keys, training.seed);
+        train_examples.extend(copies);
+        train_keys.extend(copy_keys);
+    }
     if let Some(frozen) = &frozen {
         // A frozen encoder gives the same hidden states every epoch: computed
         // once, and kept on disk for the next run and fold.
         let cache = FeatureCache::open_keyed(config.cache_dir.join("hidden"), &backbone.identity())?;
-        let mut train_keys = content_keys(&train_clips)?;
-        if let Some(augment) = wave_augment.as_ref().filter(|a| a.noise.is_some()) {
-            // Noise reaches a frozen encoder only through fixed noisy copies of
-            // each training clip, made once (seeded by clip and copy) and cached.
-            let (copies, copy_keys) = noisy_copies(augment, &train_examples, &train_keys, training.seed);
-            train_examples.extend(copies);
-            train_keys.extend(copy_keys);
-        }
         attach_hidden_states(&train_keys, &mut train_examples, frozen, &cache, on_event)?;
         let validation_keys = content_keys(&validation_clips)?;
         attach_hidden_states(&validation_keys, &mut validation_examples, frozen, &cache, on_event)?;
     }
+    let teacher_probabilities = match &teacher {
+        Some(teacher) => {
+            // Noise mixed in later would change a clip after the teacher heard it.
+            if let Some(augment) = &mut wave_augment {
+                augment.noise = None;
+            }
+            Some(teacher_probabilities(
+                teacher,
+                &train_examples,
+                &train_clips,
+                &labels,
+                on_event,
+            )?)
+        }
+        None => None,
+    };
     let data = TrainingData {
         train: &train_examples,
         validation: &validation_examples,
         n_classes: labels.len(),
+        teacher: teacher_probabilities.as_deref(),
     };
     let outcome = train::train(
         out_dir,
@@ -290,6 +322,90 @@ pub fn run(
         &serde_json::to_vec_pretty(&result).expect("results serialise"),
     )?;
     Ok(result)
+}
+
+/// The teacher model in `dir`, checked to know every label and, when the
+/// split has test clips, to have been trained on this same split (a teacher
+/// that heard the test speakers would leak them into the student).
+fn load_teacher(dir: &Path, split: &Split, labels: &[String]) -> Result<Predictor, ExperimentError> {
+    let problem = |problem: String| ExperimentError::Teacher {
+        dir: dir.to_owned(),
+        problem,
+    };
+    let teacher = Predictor::load(dir)?;
+    let missing: Vec<&str> = labels
+        .iter()
+        .filter(|l| !teacher.labels().contains(l))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(problem(format!("it does not know the labels {}", missing.join(", "))));
+    }
+    if !split.test.is_empty() {
+        let teacher_split = teacher.config().training.as_ref().and_then(|p| p.fold.clone());
+        if teacher_split.as_deref() != Some(split.name.as_str()) {
+            return Err(problem(format!(
+                "it was trained on {}, not on this split ({}); it may have heard the test speakers",
+                teacher_split.as_deref().unwrap_or("an unrecorded split"),
+                split.name
+            )));
+        }
+    }
+    Ok(teacher)
+}
+
+/// The teacher's probabilities of each example (from its audio), in the order of `labels`.
+fn teacher_probabilities(
+    teacher: &Predictor,
+    examples: &[Example],
+    clips: &[&Clip],
+    labels: &[String],
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Vec<Vec<f32>>, ExperimentError> {
+    let columns: Vec<usize> = labels
+        .iter()
+        .map(|label| {
+            teacher
+                .labels()
+                .iter()
+                .position(|l| l == label)
+                .expect("checked by load_teacher")
+        })
+        .collect();
+    let n_classes = teacher.labels().len();
+    let mut rows = Vec::with_capacity(examples.len());
+    for (done, chunk) in examples.chunks(16).enumerate() {
+        let inputs = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, example)| {
+                let samples = example
+                    .raw
+                    .as_ref()
+                    .expect("a teacher's examples keep their audio")
+                    .to_vec();
+                let name = match clips.get(done * 16 + k) {
+                    Some(clip) => clip.path.display().to_string(),
+                    None => "a noisy copy of a training clip".to_owned(),
+                };
+                teacher.example(
+                    &Waveform {
+                        samples,
+                        sample_rate: crate::audio::SAMPLE_RATE,
+                    },
+                    &name,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in teacher.probabilities(&inputs).chunks_exact(n_classes) {
+            rows.push(columns.iter().map(|&j| row[j]).collect());
+        }
+        on_event(Event::Teacher {
+            done: (done * 16 + chunk.len()),
+            total: examples.len(),
+        });
+    }
+    Ok(rows)
 }
 
 /// Mean pooled embedding of each stream over `examples` (SHAP's baseline).

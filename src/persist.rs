@@ -56,6 +56,84 @@ fn write_atomic_with(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<(
     result
 }
 
+/// Removes the temporary files that processes killed in [`write_atomic`] left
+/// in `dir` (their names cannot clash with results, so nothing else goes).
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            // Best effort, like the clean-up in `write_atomic_with`.
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// An append-only record of a batch job's finished items, one JSON line each,
+/// so that a killed job continues where it stopped. The first line names the
+/// job; a journal of another job is started afresh, and a last line cut short
+/// by a kill is dropped.
+pub struct Journal {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl Journal {
+    /// Opens the journal at `path` for the job `key`, with the items it
+    /// already holds (none when it is new or was written for another job).
+    pub fn open<T: serde::de::DeserializeOwned>(
+        path: &Path,
+        key: &serde_json::Value,
+    ) -> std::io::Result<(Journal, Vec<T>)> {
+        let header = serde_json::to_string(&serde_json::json!({ "journal": key })).expect("JSON values serialise");
+        let text = fs::read(path).unwrap_or_default();
+        let mut lines = text.split_inclusive(|&b| b == b'\n');
+        let mut kept = Vec::new();
+        let mut items = Vec::new();
+        if lines
+            .next()
+            .is_some_and(|first| first.strip_suffix(b"\n") == Some(header.as_bytes()))
+        {
+            for line in lines {
+                // A line without its newline was cut short by a kill.
+                let Some(complete) = line.strip_suffix(b"\n") else {
+                    break;
+                };
+                let Ok(item) = serde_json::from_slice(complete) else {
+                    break;
+                };
+                items.push(item);
+                kept.extend_from_slice(line);
+            }
+        }
+        let mut content = format!("{header}\n").into_bytes();
+        content.extend_from_slice(&kept);
+        write_atomic(path, &content)?;
+        let file = fs::OpenOptions::new().append(true).open(path)?;
+        Ok((
+            Journal {
+                path: path.to_owned(),
+                file,
+            },
+            items,
+        ))
+    }
+
+    /// Records one finished item (on disk before this returns).
+    pub fn append<T: serde::Serialize>(&mut self, item: &T) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(item).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.sync_data()
+    }
+
+    /// The job is done and its results are written: the journal goes.
+    pub fn finish(self) -> std::io::Result<()> {
+        fs::remove_file(&self.path)
+    }
+}
+
 /// Writes a float32 `.npy` array of `shape` (C order) atomically.
 pub fn write_npy(path: &Path, shape: &[u64], data: &[f32]) -> std::io::Result<()> {
     use npyz::WriterBuilder;
@@ -73,6 +151,36 @@ pub fn write_npy(path: &Path, shape: &[u64], data: &[f32]) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_keeps_complete_lines_of_its_own_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let key = serde_json::json!({"snrs": [0, 5]});
+        let (mut journal, done) = Journal::open::<u32>(&path, &key).unwrap();
+        assert!(done.is_empty());
+        journal.append(&1u32).unwrap();
+        journal.append(&2u32).unwrap();
+        drop(journal);
+        // A kill in the middle of a line leaves it without its newline.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"3")
+            .unwrap();
+        let (mut journal, done) = Journal::open::<u32>(&path, &key).unwrap();
+        assert_eq!(done, vec![1, 2]);
+        journal.append(&4u32).unwrap();
+        drop(journal);
+        let (_, done) = Journal::open::<u32>(&path, &key).unwrap();
+        assert_eq!(done, vec![1, 2, 4]);
+        // Another job's journal is not this job's work.
+        let (journal, done) = Journal::open::<u32>(&path, &serde_json::json!({"snrs": [10]})).unwrap();
+        assert!(done.is_empty());
+        journal.finish().unwrap();
+        assert!(!path.exists());
+    }
 
     #[test]
     fn replaces_whole_files_and_leaves_no_temporaries() {

@@ -87,8 +87,15 @@ pub struct SweepReport {
     pub problems: Vec<String>,
 }
 
-/// Runs the sweep. `on_step` is called after each (model, fold, condition).
-pub fn sweep(models: &[ModelUnderTest], noise: &NoiseBank, config: &SweepConfig, on_step: impl Fn()) -> SweepReport {
+/// Runs the sweep. Conditions with a row in `done` (from an interrupted run
+/// of the same sweep) are not run again; `on_row` gets each new row.
+pub fn sweep(
+    models: &[ModelUnderTest],
+    noise: &NoiseBank,
+    config: &SweepConfig,
+    done: &[SweepRow],
+    mut on_row: impl FnMut(&SweepRow),
+) -> SweepReport {
     let mut problems = Vec::new();
     let decoded: HashMap<PathBuf, Arc<Waveform>> = {
         let paths: Vec<&PathBuf> = models
@@ -121,6 +128,13 @@ pub fn sweep(models: &[ModelUnderTest], noise: &NoiseBank, config: &SweepConfig,
                 if snr.is_none() && category.is_some() {
                     continue; // Clean audio has no category.
                 }
+                let earlier = done.iter().find(|row| {
+                    row.model == model.name && row.fold == model.fold && row.snr_db == snr && &row.category == category
+                });
+                if let Some(row) = earlier {
+                    rows.push(row.clone());
+                    continue;
+                }
                 let (labels, examples): (Vec<usize>, Vec<_>) = model
                     .clips
                     .par_iter()
@@ -141,7 +155,7 @@ pub fn sweep(models: &[ModelUnderTest], noise: &NoiseBank, config: &SweepConfig,
                 let n_classes = model.predictor.labels().len();
                 let probabilities = model.predictor.probabilities(&examples);
                 let metrics = Metrics::compute(&labels, &argmax_rows(&probabilities, n_classes), n_classes);
-                rows.push(SweepRow {
+                let row = SweepRow {
                     model: model.name.clone(),
                     fold: model.fold.clone(),
                     snr_db: snr,
@@ -150,8 +164,9 @@ pub fn sweep(models: &[ModelUnderTest], noise: &NoiseBank, config: &SweepConfig,
                     wa: metrics.wa,
                     macro_f1: metrics.macro_f1,
                     clips: metrics.clips,
-                });
-                on_step();
+                };
+                on_row(&row);
+                rows.push(row);
             }
         }
     }

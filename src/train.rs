@@ -51,6 +51,20 @@ pub struct TrainingConfig {
     pub patience: Option<usize>,
     pub augment: Augment,
     pub seed: u64,
+    /// Soft targets from a teacher model mixed into the loss.
+    #[serde(default)]
+    pub distillation: Option<Distillation>,
+}
+
+/// Knowledge distillation (Hinton et al. 2015): the loss is
+/// `(1 − weight) · CE(labels) + weight · T² · CE(teacher_T, student_T)`,
+/// where `·_T` are softmaxes at temperature `T`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distillation {
+    /// The teacher's model folder (provenance; its probabilities come with the data).
+    pub teacher: String,
+    pub weight: f64,
+    pub temperature: f64,
 }
 
 /// Changes a training example's audio (and rebuilds what the model sees).
@@ -144,6 +158,9 @@ pub struct TrainingData<'a> {
     pub train: &'a [Example],
     pub validation: &'a [Example],
     pub n_classes: usize,
+    /// The teacher's class probabilities of each training example, `[example][class]`
+    /// (with [`TrainingConfig::distillation`]).
+    pub teacher: Option<&'a [Vec<f32>]>,
 }
 
 /// One epoch's numbers, as written to `train_log.jsonl`.
@@ -176,6 +193,11 @@ pub enum Event {
     Epoch(EpochLog),
     /// A frozen encoder's hidden states are being computed (before training).
     HiddenStates {
+        done: usize,
+        total: usize,
+    },
+    /// The teacher is labelling the training clips (before training).
+    Teacher {
         done: usize,
         total: usize,
     },
@@ -274,6 +296,7 @@ pub fn train(
         logs: Vec::new(),
     };
     let mut best: Option<Vec<u8>> = None;
+    persist::remove_stale_temporaries(run_dir);
     if resume && checkpoint_path.is_file() {
         let checkpoint = Checkpoint::read(&checkpoint_path)?;
         if canonical(&checkpoint.state.config) != canonical(config) {
@@ -323,7 +346,13 @@ pub fn train(
             let input = model_input(&config.model, &examples, frozen, &device);
             let labels = batcher::labels(&examples, &device);
             let output = model.forward(input);
-            let loss = cross_entropy(output.logits, labels, &class_weights, &device);
+            let loss = match (&config.distillation, data.teacher) {
+                (Some(distillation), Some(teacher)) => {
+                    let targets = soft_targets(batch.iter().map(|&i| &teacher[i]), distillation.temperature, &device);
+                    distillation_loss(output.logits, labels, targets, &class_weights, distillation, &device)
+                }
+                _ => cross_entropy(output.logits, labels, &class_weights, &device),
+            };
             let loss_value = f64::from(loss.clone().into_scalar::<f32>());
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
             let lr = learning_rate(config, &state, batches_per_epoch);
@@ -529,6 +558,38 @@ fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>, class_weights: &[f32
     (picked * weights.clone()).sum().neg() / weights.sum()
 }
 
+/// The teacher's probabilities `p` sharpened or softened to temperature `t`
+/// (`p^(1/t)`, renormalised: the softmax of its logits over `t`), `[batch, classes]`.
+fn soft_targets<'a>(rows: impl Iterator<Item = &'a Vec<f32>>, t: f64, device: &Device) -> Tensor<2> {
+    let mut values = Vec::new();
+    let mut n_rows = 0;
+    for row in rows {
+        let tempered: Vec<f64> = row.iter().map(|&p| f64::from(p.max(1e-12)).powf(1.0 / t)).collect();
+        let total: f64 = tempered.iter().sum();
+        values.extend(tempered.iter().map(|&v| (v / total) as f32));
+        n_rows += 1;
+    }
+    let n_classes = values.len() / n_rows.max(1);
+    Tensor::from_data(TensorData::new(values, [n_rows, n_classes]), device)
+}
+
+/// `(1 − w) · CE(labels) + w · T² · CE(targets, softmax(logits / T))`; the
+/// `T²` keeps the soft term's gradients on the hard term's scale.
+fn distillation_loss(
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    targets: Tensor<2>,
+    class_weights: &[f32],
+    distillation: &Distillation,
+    device: &Device,
+) -> Tensor<1> {
+    let (w, t) = (distillation.weight, distillation.temperature);
+    let batch = logits.dims()[0] as f64;
+    let hard = cross_entropy(logits.clone(), labels, class_weights, device);
+    let soft = (targets * log_softmax(logits / t, 1)).sum().neg() / batch;
+    hard * (1.0 - w) + soft * (w * t * t)
+}
+
 /// The model's input for a batch of examples on `device`.
 pub fn model_input(
     config: &EmotionModelConfig,
@@ -724,5 +785,76 @@ impl Checkpoint {
             optimizer,
             best,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> Device {
+        Device::flex()
+    }
+
+    fn scalar(t: Tensor<1>) -> f32 {
+        t.into_scalar::<f32>()
+    }
+
+    #[test]
+    fn soft_targets_are_tempered_distributions() {
+        let rows = [vec![0.7f32, 0.2, 0.1], vec![0.25, 0.25, 0.5]];
+        let at_one: Vec<f32> = soft_targets(rows.iter(), 1.0, &device())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (a, b) in at_one.iter().zip(rows.iter().flatten()) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        let hot: Vec<f32> = soft_targets(rows.iter(), 4.0, &device())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for row in hot.chunks(3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        // A higher temperature flattens: the top class loses mass.
+        assert!(hot[0] < 0.7 && hot[0] > 1.0 / 3.0);
+    }
+
+    #[test]
+    fn distillation_loss_spans_labels_to_teacher() {
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![2.0f32, -1.0, 0.5, 0.0, 1.0, -0.5], [2, 3]),
+            &device(),
+        );
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &device());
+        let weights = [1.0f32, 1.0, 1.0];
+        let hard = scalar(cross_entropy(logits.clone(), labels.clone(), &weights, &device()));
+        let loss = |targets: Vec<f32>, weight: f64, temperature: f64| {
+            let distillation = Distillation {
+                teacher: String::new(),
+                weight,
+                temperature,
+            };
+            let targets = Tensor::<2>::from_data(TensorData::new(targets, [2, 3]), &device());
+            scalar(distillation_loss(
+                logits.clone(),
+                labels.clone(),
+                targets,
+                &weights,
+                &distillation,
+                &device(),
+            ))
+        };
+        let teacher = vec![0.2f32, 0.3, 0.5, 0.6, 0.3, 0.1];
+        assert!(
+            (loss(teacher.clone(), 0.0, 2.0) - hard).abs() < 1e-6,
+            "weight 0 is the labels' loss"
+        );
+        // A one-hot teacher agreeing with the labels, at T = 1, is the labels' loss again.
+        let one_hot = vec![1.0f32, 0.0, 0.0, 0.0, 0.0, 1.0];
+        assert!((loss(one_hot, 1.0, 1.0) - hard).abs() < 1e-5);
+        // Otherwise the teacher moves it.
+        assert!((loss(teacher, 0.5, 1.0) - hard).abs() > 1e-3);
     }
 }

@@ -282,3 +282,212 @@ fn killed_cv_continues_where_it_stopped_with_the_same_results() {
     };
     assert_eq!(ua(&straight), ua(&killed));
 }
+
+/// `robustness` killed (SIGKILL) mid-sweep and started again reuses the
+/// conditions it had finished (journaled) and writes the same report as an
+/// uninterrupted sweep; no report exists until the sweep is complete.
+#[test]
+fn killed_robustness_sweep_continues_with_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = tiny_manifest(dir.path());
+    let cache = dir.path().join("cache");
+    let models = dir.path().join("cv");
+    let mut args = train_args(&manifest, &models, &cache);
+    args[0] = "cv".into();
+    let epochs = args.iter().position(|a| a == "--epochs").unwrap();
+    args[epochs + 1] = "2".into();
+    args.extend(["--protocol", "kfold", "--k", "2"].map(str::to_owned));
+    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let noise = shared_data().join("noise/urbansound8k");
+    let sweep_args = |out: &Path| -> Vec<String> {
+        [
+            "robustness",
+            "--model",
+            models.to_str().unwrap(),
+            "--noise-dir",
+            noise.to_str().unwrap(),
+            "--per-category",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let straight = dir.path().join("straight");
+    let output = emofuse(&sweep_args(&straight).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        !straight.join(".robustness.journal.jsonl").exists(),
+        "the journal goes when the sweep is done"
+    );
+
+    let killed = dir.path().join("killed");
+    let journal = killed.join(".robustness.journal.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
+        .args(sweep_args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once a few conditions are journaled (the header is the first line).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let lines = || std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count());
+    while lines() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines() >= 4, "the sweep journaled nothing before the deadline");
+    assert!(
+        !killed.join("robustness.json").exists(),
+        "no report for an unfinished sweep"
+    );
+
+    let output = emofuse(&sweep_args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("were done earlier"),
+        "the second run continues the first"
+    );
+    for file in ["robustness.csv", "summary.csv"] {
+        let a = std::fs::read_to_string(straight.join(file)).unwrap();
+        let b = std::fs::read_to_string(killed.join(file)).unwrap();
+        assert_eq!(a, b, "{file} differs after the kill");
+    }
+}
+
+/// Distillation: a teacher's probabilities enter the loss (weight 0 gives the
+/// plain run's exact weights, weight 0.5 others), and a teacher trained on a
+/// different split — one that may have heard the test speakers — is refused.
+#[test]
+fn a_student_learns_from_its_folds_teacher_and_never_from_another_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = tiny_manifest(dir.path());
+    let cache = dir.path().join("cache");
+    let teachers = dir.path().join("teachers");
+    let student = |out: &str, fold: &str, extra: &[&str]| {
+        let mut args = train_args(&manifest, &dir.path().join(out), &cache);
+        let epochs = args.iter().position(|a| a == "--epochs").unwrap();
+        args[epochs + 1] = "2".into();
+        args.extend(["--protocol", "kfold", "--k", "2", "--fold", fold].map(str::to_owned));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let mut args = train_args(&manifest, &teachers, &cache);
+    args[0] = "cv".into();
+    let epochs = args.iter().position(|a| a == "--epochs").unwrap();
+    args[epochs + 1] = "2".into();
+    args.extend(["--protocol", "kfold", "--k", "2"].map(str::to_owned));
+    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let teacher = teachers.to_str().unwrap();
+    let weights = |out: &str| std::fs::read(dir.path().join(out).join("model.safetensors")).unwrap();
+    for (out, extra) in [
+        ("plain", vec![]),
+        ("weight-0", vec!["--teacher", teacher, "--teacher-weight", "0"]),
+        ("weight-half", vec!["--teacher", teacher, "--teacher-weight", "0.5"]),
+    ] {
+        let output = student(out, "2", &extra);
+        assert!(
+            output.status.success(),
+            "{out}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(
+        weights("plain") == weights("weight-0"),
+        "a teacher of weight 0 changes nothing"
+    );
+    assert!(
+        weights("plain") != weights("weight-half"),
+        "the teacher's targets reach the loss"
+    );
+
+    let fold_1_teacher = teachers.join("fold-1");
+    let output = student("leaky", "2", &["--teacher", fold_1_teacher.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("kfold fold 1, not on this split (kfold fold 2)") && stderr.contains("test speakers"),
+        "{stderr}"
+    );
+}
+
+/// A disk that takes no more (simulated with a file-size limit, which works
+/// for root too, unlike permissions): the next checkpoint cannot be written,
+/// the run stops with an error naming the file, the previous checkpoint is
+/// untouched, and once there is room the run resumes to the uninterrupted weights.
+#[test]
+fn a_full_disk_stops_training_clearly_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = tiny_manifest(dir.path());
+    let cache = dir.path().join("cache");
+    let straight = dir.path().join("straight");
+    let output = emofuse(
+        &train_args(&manifest, &straight, &cache)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let run = dir.path().join("run");
+    let checkpoint = run.join("checkpoint.bin");
+    let mut args = train_args(&manifest, &run, &cache);
+    args.push("--resume".into());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !checkpoint.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let saved = std::fs::read(&checkpoint).unwrap();
+
+    // Files may grow to half the checkpoint's size; SIGXFSZ is ignored so that
+    // the write fails with EFBIG, as a full disk fails it with ENOSPC.
+    let limit_blocks = saved.len() / 2 / 1024;
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit -f {limit_blocks}; trap '' XFSZ; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_emofuse"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the run cannot have finished");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "an error exit, not a crash: {:?}",
+        output.status
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("checkpoint.bin: cannot write"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&checkpoint).unwrap(),
+        saved,
+        "the last checkpoint is untouched"
+    );
+    let leftovers: Vec<_> = walk(&run)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+
+    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        std::fs::read(run.join("model.safetensors")).unwrap()
+            == std::fs::read(straight.join("model.safetensors")).unwrap(),
+        "resumed after the full disk, the weights differ from the uninterrupted run"
+    );
+}

@@ -11,7 +11,7 @@ use emofuse::infer::Predictor;
 use emofuse::noise::{NoiseBank, SnrReference};
 use emofuse::persist;
 use emofuse::plot::{self, Series};
-use emofuse::robustness::{self, ModelUnderTest, SweepConfig, SweepReport};
+use emofuse::robustness::{self, ModelUnderTest, SweepConfig, SweepReport, SweepRow};
 
 use super::{print_json, progress_bar};
 
@@ -81,10 +81,40 @@ pub fn robustness(args: &RobustnessArgs) -> Result<ExitCode> {
             0
         })
         + snrs.iter().filter(|s| s.is_none()).count();
+    // Finished conditions are journaled: a killed sweep, run again, continues.
+    let job = serde_json::json!({
+        "config": config,
+        "noise": test_pool.clips.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
+        "models": models
+            .iter()
+            .map(|m| (&m.name, &m.fold, &m.predictor.config().training, &m.clips))
+            .collect::<Vec<_>>(),
+    });
+    let journal_key = serde_json::json!(blake3::hash(&serde_json::to_vec(&job)?).to_hex().to_string());
+    let journal_path = args.out.join(".robustness.journal.jsonl");
+    let (mut journal, done) = persist::Journal::open::<SweepRow>(&journal_path, &journal_key)
+        .with_context(|| format!("cannot write {}", journal_path.display()))?;
+    if !done.is_empty() {
+        eprintln!("continuing: {} conditions were done earlier", done.len());
+    }
     let progress = progress_bar((models.len() * conditions) as u64, "sweep");
-    let report = robustness::sweep(&models, &test_pool, &config, || progress.inc(1));
+    progress.set_position(done.len() as u64);
+    let mut journal_error = None;
+    let report = robustness::sweep(&models, &test_pool, &config, &done, |row| {
+        progress.inc(1);
+        if let Err(err) = journal.append(row) {
+            journal_error.get_or_insert(err);
+        }
+    });
     progress.finish_and_clear();
+    if let Some(err) = journal_error {
+        // The results are complete; only a restart after a kill would have redone work.
+        eprintln!("warning: cannot write {}: {err}", journal_path.display());
+    }
     write_outputs(&args.out, &report, &test_pool.categories())?;
+    journal
+        .finish()
+        .with_context(|| format!("cannot remove {}", journal_path.display()))?;
     if args.json {
         print_json(&report)?;
     } else {

@@ -25,7 +25,7 @@ use emofuse::model::wav2vec2::{self, Wav2Vec2Config};
 use emofuse::model::whisper::{self, WhisperMode};
 use emofuse::noise::{NoiseAugmentConfig, SnrReference};
 use emofuse::persist;
-use emofuse::train::{Augment, Balance, Event, Schedule, TrainingConfig};
+use emofuse::train::{Augment, Balance, Distillation, Event, Schedule, TrainingConfig};
 
 use super::{ProtocolName, print_json, progress_bar};
 
@@ -104,6 +104,18 @@ pub struct TrainOptions {
     /// Dropout inside the spectral CNN's blocks.
     #[arg(long, default_value_t = 0.2)]
     spectral_dropout: f64,
+    /// Distil from a teacher model: a model folder, or a `cv` output folder whose
+    /// fold-K model teaches fold K. Teachers label every training clip (and,
+    /// with --noise-dir, two fixed noisy copies of it, which are then the only
+    /// noise the student hears); a teacher must not have been trained on the test fold.
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Share of the loss that follows the teacher (the rest follows the labels).
+    #[arg(long, default_value_t = 0.5, requires = "teacher")]
+    teacher_weight: f64,
+    /// Softmax temperature of distillation.
+    #[arg(long, default_value_t = 2.0, requires = "teacher")]
+    teacher_temperature: f64,
     /// Seed of splits, initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -189,7 +201,7 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
         _ => ("all clips".to_owned(), (0..corpus.clips.len()).collect(), Vec::new()),
     };
     let split = Split::new(name, &corpus, train, test, options.validation, options.seed);
-    let config = experiment_config(options)?;
+    let config = with_teacher(experiment_config(options)?, options, args.fold)?;
     let result = run_one(&args.out, &corpus, &split, &config, options.resume, &stop)?;
     print_json(&result)?;
     Ok(super::report_problems(&corpus.problems))
@@ -248,6 +260,7 @@ pub fn cv(args: &CvArgs) -> Result<ExitCode> {
             split.test.len()
         );
         let resume = options.resume || dir.join(emofuse::train::CHECKPOINT_FILE).is_file();
+        let config = with_teacher(config.clone(), options, Some(k))?;
         let result = run_one(&dir, &corpus, &split, &config, resume, &stop)?;
         if let Some(test) = &result.test {
             eprintln!(
@@ -340,10 +353,15 @@ fn run_one(
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut bar: Option<ProgressBar> = None;
     let hidden_bar = progress_bar(0, "encoder hidden states");
+    let teacher_bar = progress_bar(0, "teacher's probabilities");
     let mut on_event = |event: Event| match event {
         Event::HiddenStates { done, total } => {
             hidden_bar.set_length(total as u64);
             hidden_bar.set_position(done as u64);
+        }
+        Event::Teacher { done, total } => {
+            teacher_bar.set_length(total as u64);
+            teacher_bar.set_position(done as u64);
         }
         Event::Started {
             epochs,
@@ -358,7 +376,7 @@ fn run_one(
             if let Some((epoch, batch)) = resumed_at {
                 progress.set_position((epoch * batches_per_epoch + batch) as u64);
                 progress.reset_eta();
-                progress.println(format!("resuming after epoch {epoch}, batch {batch}"));
+                eprintln!("resuming after epoch {epoch}, batch {batch}");
             }
             bar = Some(progress);
         }
@@ -373,17 +391,21 @@ fn run_one(
                 let validation = log
                     .validation_ua
                     .map_or(String::new(), |ua| format!(", validation UA {:.2}", 100.0 * ua));
-                bar.println(format!(
-                    "epoch {:>3}: train loss {:.4}{validation}{}",
-                    log.epoch,
-                    log.train_loss,
-                    if log.best { " *" } else { "" }
-                ));
+                // Printed even when the bar is hidden (stderr not a terminal), for logs.
+                bar.suspend(|| {
+                    eprintln!(
+                        "epoch {:>3}: train loss {:.4}{validation}{}",
+                        log.epoch,
+                        log.train_loss,
+                        if log.best { " *" } else { "" }
+                    )
+                });
             }
         }
     };
     let result = experiment::run(out, corpus, split, config, resume, stop, &mut on_event);
     hidden_bar.finish_and_clear();
+    teacher_bar.finish_and_clear();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -456,11 +478,47 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
                 feature_mask_width: 6,
             },
             seed: options.seed,
+            distillation: None,
         },
         half: options.half,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         cache_dir: cache_root(options),
     })
+}
+
+/// `--teacher` for fold `fold` (or the whole run): a model folder as given,
+/// or the `fold-K` model of a `cv` folder.
+fn with_teacher(mut config: ExperimentConfig, options: &TrainOptions, fold: Option<usize>) -> Result<ExperimentConfig> {
+    let Some(dir) = &options.teacher else {
+        return Ok(config);
+    };
+    let dir = match fold {
+        Some(k) if !dir.join("config.json").is_file() => dir.join(format!("fold-{k}")),
+        _ => dir.clone(),
+    };
+    if !dir.join("config.json").is_file() {
+        bail!(
+            "--teacher {}: not a model folder (no config.json){}",
+            dir.display(),
+            if fold.is_some() {
+                " nor a cv folder with this fold"
+            } else {
+                ""
+            }
+        );
+    }
+    if !(0.0..=1.0).contains(&options.teacher_weight) || options.teacher_temperature <= 0.0 {
+        bail!("--teacher-weight is a share (0 to 1) and --teacher-temperature must be positive");
+    }
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("--teacher {}", dir.display()))?;
+    config.training.distillation = Some(Distillation {
+        teacher: dir.display().to_string(),
+        weight: options.teacher_weight,
+        temperature: options.teacher_temperature,
+    });
+    Ok(config)
 }
 
 /// Every corpus of `--data`, decoded with features (through the cache).
