@@ -47,6 +47,7 @@ pub struct RobustnessArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Output folder: robustness.json, robustness.csv, summary.csv, PNG plots.
+    /// A killed sweep run again with the same arguments continues where it stopped.
     #[arg(long)]
     out: PathBuf,
     /// Print the whole report as JSON.
