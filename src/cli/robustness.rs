@@ -147,10 +147,14 @@ pub(crate) fn parse_snrs(values: &[String]) -> Result<Vec<Option<f64>>> {
 
 /// The models of a folder: one model, or one per `fold-K` of a cv folder.
 pub(crate) fn models_in(dir: &Path, data: Option<&Path>, dataset: DatasetKind) -> Result<Vec<ModelUnderTest>> {
+    // The folder's name as given (a symlink names its model), or its real one for `.` and `..`.
     let name = dir
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            let real = dir.canonicalize().ok()?;
+            real.file_name().map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| dir.display().to_string());
     if dir.join("config.json").is_file() {
         return Ok(vec![model_under_test(dir, &name, "all", data, dataset)?]);
