@@ -227,8 +227,13 @@ async fn a_full_queue_is_refused_at_once_and_a_slow_answer_times_out() {
     });
     let (content_type, form) = multipart(&clip_bytes(), "clip.flac");
     let (status, json) = send(&hurried, post("/api/explain", &content_type, form)).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
-    assert!(json["error"].as_str().unwrap().contains("no answer within"));
+    // The limit is met while the upload is read (408) or while it is explained (503).
+    let error = json["error"].as_str().unwrap();
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE => assert!(error.contains("no answer within"), "{json}"),
+        StatusCode::REQUEST_TIMEOUT => assert!(error.contains("did not arrive within"), "{json}"),
+        _ => panic!("{status}: {json}"),
+    }
 }
 
 /// Over a real socket: a body that trickles in is cut off at the time limit,
@@ -264,7 +269,7 @@ async fn slow_and_vanishing_clients_do_not_hold_the_server() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
     let status: u16 = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!((400..500).contains(&status), "{answer}");
+    assert_eq!(status, 408, "{answer}");
 
     // Still serving.
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -258,7 +258,7 @@ async fn upload(request: Request, state: &Arc<AppState>) -> Result<(String, Byte
             } else {
                 StatusCode::BAD_REQUEST
             };
-            ApiError::new(status, format!("bad multipart body: {}", e.body_text()))
+            read_error(&e, status, format!("bad multipart body: {}", e.body_text()))
         })?;
         let Some(field) = field else {
             return Err(ApiError::new(
@@ -274,7 +274,7 @@ async fn upload(request: Request, state: &Arc<AppState>) -> Result<(String, Byte
                 } else {
                     StatusCode::BAD_REQUEST
                 };
-                ApiError::new(status, format!("cannot read the uploaded file: {}", e.body_text()))
+                read_error(&e, status, format!("cannot read the uploaded file: {}", e.body_text()))
             })?;
             return non_empty(name, bytes);
         }
@@ -305,7 +305,22 @@ fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
     } else {
         format!("cannot read the request body: {}", e.body_text())
     };
-    ApiError::new(status, message)
+    read_error(&e, status, message)
+}
+
+/// An error reading the body: 408 when it is the time limit that cut the body
+/// off (a slow client), else `status` and `message`.
+fn read_error(error: &(dyn std::error::Error + 'static), status: StatusCode, message: String) -> ApiError {
+    let timed_out =
+        std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<tower_http::timeout::TimeoutError>());
+    if timed_out {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the upload did not arrive within the request time limit",
+        )
+    } else {
+        ApiError::new(status, message)
+    }
 }
 
 fn decode(bytes: &[u8], name: &str, max_duration_s: f64) -> Result<Waveform, ApiError> {

@@ -21,6 +21,7 @@ pub fn openapi() -> Value {
         json!({
             "200": ok,
             "400": refusal("The body is not a readable upload (e.g. a truncated multipart form)."),
+            "408": refusal("The upload did not arrive within the request time limit (a slow client)."),
             "413": refusal("The body or the audio is longer than the server accepts."),
             "422": refusal("The upload is not audio emofuse can use (named problem)."),
             "429": refusal("Too many requests in progress or waiting."),
