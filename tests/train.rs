@@ -58,6 +58,41 @@ fn train_args(manifest: &Path, out: &Path, cache: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// `train_args` for a 2-fold `cv` of `epochs` epochs.
+fn cv_args(manifest: &Path, out: &Path, cache: &Path, epochs: usize) -> Vec<String> {
+    let mut args = train_args(manifest, out, cache);
+    args[0] = "cv".into();
+    set_epochs(&mut args, epochs);
+    args.extend(["--protocol", "kfold", "--k", "2"].map(str::to_owned));
+    args
+}
+
+fn set_epochs(args: &mut [String], epochs: usize) {
+    let at = args.iter().position(|a| a == "--epochs").unwrap();
+    args[at + 1] = epochs.to_string();
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Starts emofuse with `args` and kills it (SIGKILL) once `ready` holds
+/// (polled; at most 5 minutes).
+fn kill_when(args: &[String], ready: impl Fn() -> bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !ready() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn killed_and_resumed_training_ends_with_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,7 +102,7 @@ fn killed_and_resumed_training_ends_with_the_same_weights() {
     let straight = dir.path().join("straight");
     let args = train_args(&manifest, &straight, &cache);
     let started = Instant::now();
-    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let full_run = started.elapsed();
     let reference = std::fs::read(straight.join("model.safetensors")).unwrap();
@@ -150,7 +185,7 @@ fn ctrl_c_checkpoints_and_resume_continues() {
 
     let mut resume = args.clone();
     resume.push("--resume".into());
-    let output = emofuse(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&resume);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["split"], "all clips");
@@ -231,40 +266,21 @@ fn killed_cv_continues_where_it_stopped_with_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = tiny_manifest(dir.path());
     let cache = dir.path().join("cache");
-    let cv_args = |out: &Path| -> Vec<String> {
-        let mut args = train_args(&manifest, out, &cache);
-        args[0] = "cv".into();
-        let epochs = args.iter().position(|a| a == "--epochs").unwrap();
-        args[epochs + 1] = "6".into();
-        args.extend(["--protocol", "kfold", "--k", "2"].map(str::to_owned));
-        args
-    };
     let straight = dir.path().join("straight");
-    let output = emofuse(&cv_args(&straight).iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&cv_args(&manifest, &straight, &cache, 6));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let killed = dir.path().join("killed");
-    let args = cv_args(&killed);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = cv_args(&manifest, &killed, &cache, 6);
     // Kill once the second fold has written its first checkpoint.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !killed.join("fold-2/checkpoint.bin").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&args, || killed.join("fold-2/checkpoint.bin").exists());
     assert!(
         killed.join("fold-1/results.json").is_file(),
         "fold 1 finished before the kill"
     );
     assert!(!killed.join("summary.json").exists(), "no summary for an unfinished cv");
 
-    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     for fold in ["fold-1", "fold-2"] {
         let a = std::fs::read(straight.join(fold).join("model.safetensors")).unwrap();
@@ -292,12 +308,7 @@ fn killed_robustness_sweep_continues_with_the_same_report() {
     let manifest = tiny_manifest(dir.path());
     let cache = dir.path().join("cache");
     let models = dir.path().join("cv");
-    let mut args = train_args(&manifest, &models, &cache);
-    args[0] = "cv".into();
-    let epochs = args.iter().position(|a| a == "--epochs").unwrap();
-    args[epochs + 1] = "2".into();
-    args.extend(["--protocol", "kfold", "--k", "2"].map(str::to_owned));
-    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&cv_args(&manifest, &models, &cache, 2));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let noise = shared_data().join("noise/urbansound8k");
@@ -316,7 +327,7 @@ fn killed_robustness_sweep_continues_with_the_same_report() {
         .to_vec()
     };
     let straight = dir.path().join("straight");
-    let output = emofuse(&sweep_args(&straight).iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&sweep_args(&straight));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(
         !straight.join(".robustness.journal.jsonl").exists(),
@@ -325,27 +336,16 @@ fn killed_robustness_sweep_continues_with_the_same_report() {
 
     let killed = dir.path().join("killed");
     let journal = killed.join(".robustness.journal.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
-        .args(sweep_args(&killed))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Kill once a few conditions are journaled (the header is the first line).
-    let deadline = Instant::now() + Duration::from_secs(300);
     let lines = || std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count());
-    while lines() < 4 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&sweep_args(&killed), || lines() >= 4);
     assert!(lines() >= 4, "the sweep journaled nothing before the deadline");
     assert!(
         !killed.join("robustness.json").exists(),
         "no report for an unfinished sweep"
     );
 
-    let output = emofuse(&sweep_args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&sweep_args(&killed));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("were done earlier"),
@@ -369,18 +369,12 @@ fn a_student_learns_from_its_folds_teacher_and_never_from_another_fold() {
     let teachers = dir.path().join("teachers");
     let student = |out: &str, fold: &str, extra: &[&str]| {
         let mut args = train_args(&manifest, &dir.path().join(out), &cache);
-        let epochs = args.iter().position(|a| a == "--epochs").unwrap();
-        args[epochs + 1] = "2".into();
+        set_epochs(&mut args, 2);
         args.extend(["--protocol", "kfold", "--k", "2", "--fold", fold].map(str::to_owned));
         args.extend(extra.iter().map(|a| a.to_string()));
-        emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        run(&args)
     };
-    let mut args = train_args(&manifest, &teachers, &cache);
-    args[0] = "cv".into();
-    let epochs = args.iter().position(|a| a == "--epochs").unwrap();
-    args[epochs + 1] = "2".into();
-    args.extend(["--protocol", "kfold", "--k", "2"].map(str::to_owned));
-    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&cv_args(&manifest, &teachers, &cache, 2));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let teacher = teachers.to_str().unwrap();
@@ -434,22 +428,11 @@ fn a_full_disk_stops_training_clearly_and_keeps_the_last_checkpoint() {
     );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
-    let run = dir.path().join("run");
-    let checkpoint = run.join("checkpoint.bin");
-    let mut args = train_args(&manifest, &run, &cache);
+    let run_dir = dir.path().join("run");
+    let checkpoint = run_dir.join("checkpoint.bin");
+    let mut args = train_args(&manifest, &run_dir, &cache);
     args.push("--resume".into());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_emofuse"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !checkpoint.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&args, || checkpoint.exists());
     let saved = std::fs::read(&checkpoint).unwrap();
 
     // Files may grow to half the checkpoint's size; SIGXFSZ is ignored so that
@@ -477,16 +460,16 @@ fn a_full_disk_stops_training_clearly_and_keeps_the_last_checkpoint() {
         saved,
         "the last checkpoint is untouched"
     );
-    let leftovers: Vec<_> = walk(&run)
+    let leftovers: Vec<_> = walk(&run_dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 
-    let output = emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = run(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(
-        std::fs::read(run.join("model.safetensors")).unwrap()
+        std::fs::read(run_dir.join("model.safetensors")).unwrap()
             == std::fs::read(straight.join("model.safetensors")).unwrap(),
         "resumed after the full disk, the weights differ from the uninterrupted run"
     );
