@@ -420,12 +420,7 @@ fn a_full_disk_stops_training_clearly_and_keeps_the_last_checkpoint() {
     let manifest = tiny_manifest(dir.path());
     let cache = dir.path().join("cache");
     let straight = dir.path().join("straight");
-    let output = emofuse(
-        &train_args(&manifest, &straight, &cache)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let output = run(&train_args(&manifest, &straight, &cache));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let run_dir = dir.path().join("run");
