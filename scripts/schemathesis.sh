@@ -23,8 +23,12 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 "$bin" serve --addr "127.0.0.1:$port" > target/schemathesis-serve.log 2>&1 &
 server=$!
 trap 'kill $server 2> /dev/null || true' EXIT
+healthy() {
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
+    "http://127.0.0.1:$port/healthz" 2> /dev/null
+}
 for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break
+  healthy && break
   sleep 0.1
 done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
@@ -32,6 +36,6 @@ before=$(rss)
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/api/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance \
   --max-examples "$examples" --seed 1
-curl -sf "http://127.0.0.1:$port/healthz" > /dev/null || { echo "the server is down after the run" >&2; exit 1; }
+healthy || { echo "the server is down after the run" >&2; exit 1; }
 after=$(rss)
 echo "server RSS: ${before} kB before, ${after} kB after"
