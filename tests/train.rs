@@ -76,6 +76,13 @@ fn run(args: &[String]) -> std::process::Output {
     emofuse(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// [`run`], which must succeed.
+fn run_ok(args: &[String]) -> std::process::Output {
+    let output = run(args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
 /// Starts emofuse with `args` and kills it (SIGKILL) once `ready` holds
 /// (polled; at most 5 minutes).
 fn kill_when(args: &[String], ready: impl Fn() -> bool) {
@@ -102,8 +109,7 @@ fn killed_and_resumed_training_ends_with_the_same_weights() {
     let straight = dir.path().join("straight");
     let args = train_args(&manifest, &straight, &cache);
     let started = Instant::now();
-    let output = run(&args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&args);
     let full_run = started.elapsed();
     let reference = std::fs::read(straight.join("model.safetensors")).unwrap();
 
@@ -185,8 +191,7 @@ fn ctrl_c_checkpoints_and_resume_continues() {
 
     let mut resume = args.clone();
     resume.push("--resume".into());
-    let output = run(&resume);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run_ok(&resume);
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["split"], "all clips");
     assert!(out.join("model.safetensors").exists());
@@ -267,8 +272,7 @@ fn killed_cv_continues_where_it_stopped_with_the_same_results() {
     let manifest = tiny_manifest(dir.path());
     let cache = dir.path().join("cache");
     let straight = dir.path().join("straight");
-    let output = run(&cv_args(&manifest, &straight, &cache, 6));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&cv_args(&manifest, &straight, &cache, 6));
 
     let killed = dir.path().join("killed");
     let args = cv_args(&manifest, &killed, &cache, 6);
@@ -280,8 +284,7 @@ fn killed_cv_continues_where_it_stopped_with_the_same_results() {
     );
     assert!(!killed.join("summary.json").exists(), "no summary for an unfinished cv");
 
-    let output = run(&args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&args);
     for fold in ["fold-1", "fold-2"] {
         let a = std::fs::read(straight.join(fold).join("model.safetensors")).unwrap();
         let b = std::fs::read(killed.join(fold).join("model.safetensors")).unwrap();
@@ -308,8 +311,7 @@ fn killed_robustness_sweep_continues_with_the_same_report() {
     let manifest = tiny_manifest(dir.path());
     let cache = dir.path().join("cache");
     let models = dir.path().join("cv");
-    let output = run(&cv_args(&manifest, &models, &cache, 2));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&cv_args(&manifest, &models, &cache, 2));
 
     let noise = shared_data().join("noise/urbansound8k");
     let sweep_args = |out: &Path| -> Vec<String> {
@@ -327,8 +329,7 @@ fn killed_robustness_sweep_continues_with_the_same_report() {
         .to_vec()
     };
     let straight = dir.path().join("straight");
-    let output = run(&sweep_args(&straight));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&sweep_args(&straight));
     assert!(
         !straight.join(".robustness.journal.jsonl").exists(),
         "the journal goes when the sweep is done"
@@ -345,8 +346,7 @@ fn killed_robustness_sweep_continues_with_the_same_report() {
         "no report for an unfinished sweep"
     );
 
-    let output = run(&sweep_args(&killed));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run_ok(&sweep_args(&killed));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("were done earlier"),
         "the second run continues the first"
@@ -374,8 +374,7 @@ fn a_student_learns_from_its_folds_teacher_and_never_from_another_fold() {
         args.extend(extra.iter().map(|a| a.to_string()));
         run(&args)
     };
-    let output = run(&cv_args(&manifest, &teachers, &cache, 2));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&cv_args(&manifest, &teachers, &cache, 2));
 
     let teacher = teachers.to_str().unwrap();
     let weights = |out: &str| std::fs::read(dir.path().join(out).join("model.safetensors")).unwrap();
@@ -420,8 +419,7 @@ fn a_full_disk_stops_training_clearly_and_keeps_the_last_checkpoint() {
     let manifest = tiny_manifest(dir.path());
     let cache = dir.path().join("cache");
     let straight = dir.path().join("straight");
-    let output = run(&train_args(&manifest, &straight, &cache));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&train_args(&manifest, &straight, &cache));
 
     let run_dir = dir.path().join("run");
     let checkpoint = run_dir.join("checkpoint.bin");
@@ -461,8 +459,7 @@ fn a_full_disk_stops_training_clearly_and_keeps_the_last_checkpoint() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 
-    let output = run(&args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(&args);
     assert!(
         std::fs::read(run_dir.join("model.safetensors")).unwrap()
             == std::fs::read(straight.join("model.safetensors")).unwrap(),
