@@ -13,14 +13,8 @@ Run from the repository root, after `cargo build --release`:
     python3 scripts/bench_train_step.py [--steps 30]
 """
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench_driver
 
 
 def torch_side(batch, frames, steps):
@@ -72,18 +66,14 @@ def torch_side(batch, frames, steps):
     labels = torch.arange(batch) % 8
 
     def step():
-        start = time.perf_counter()
         optimizer.zero_grad()
         loss = nn.functional.cross_entropy(model(x, pad), labels)
         loss.backward()
         for p in model.parameters():
             torch.nn.utils.clip_grad_norm_([p], 1.0)
         optimizer.step()
-        return time.perf_counter() - start
 
-    step()
-    times = sorted(step() for _ in range(steps))
-    return {"torch": torch.__version__, "median_s": times[len(times) // 2], "best_s": times[0]}
+    return {"torch": torch.__version__, **bench_driver.timed(step, steps)}
 
 
 def main():
@@ -91,18 +81,14 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--frames", type=int, default=116)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--emofuse", default=str(ROOT / "target" / "release" / "emofuse"))
-    parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    bench_driver.add_arguments(parser)
     args = parser.parse_args()
-    if args.torch_only:
-        print(json.dumps(torch_side(args.batch, args.frames, args.steps)))
-        return
     common = ["--batch", str(args.batch), "--frames", str(args.frames), "--steps", str(args.steps)]
-    theirs = json.loads(subprocess.run([sys.executable, __file__, *common, "--torch-only"],
-                                       check=True, capture_output=True, text=True).stdout)
-    ours = json.loads(subprocess.run([args.emofuse, "bench", "train-step", *common, "--json"], check=True,
-                                     capture_output=True, text=True,
-                                     env={**os.environ, "RAYON_NUM_THREADS": "2"}).stdout)
+    sides = bench_driver.both_sides(__file__, args, common, lambda: torch_side(args.batch, args.frames, args.steps),
+                                    ["bench", "train-step", *common])
+    if sides is None:
+        return
+    theirs, ours = sides
     print(f"spectral training step, batch {args.batch} × 42 × {args.frames}, 2 threads each, median of {args.steps}")
     print(f"  PyTorch {theirs['torch']}: {1e3 * theirs['median_s']:.2f} ms "
           f"({args.batch / theirs['median_s']:.0f} clips/s)")

@@ -12,14 +12,9 @@ Run from the repository root, after `cargo build --release`:
     python3 scripts/bench_wav2vec2.py --checkpoint DIR [--seconds 3,10]
 """
 import argparse
-import json
 import resource
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench_driver
 
 
 def torch_side(checkpoint, seconds, runs):
@@ -33,14 +28,7 @@ def torch_side(checkpoint, seconds, runs):
     for length in seconds:
         x = torch.rand(1, int(length * 16000), generator=generator) * 2 - 1
         with torch.inference_mode():
-            model(x)
-            runs_s = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                model(x)
-                runs_s.append(time.perf_counter() - start)
-        runs_s.sort()
-        times.append({"seconds_of_audio": length, "median_s": runs_s[len(runs_s) // 2], "best_s": runs_s[0]})
+            times.append({"seconds_of_audio": length, **bench_driver.timed(lambda: model(x), runs)})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"torch": torch.__version__, "times": times, "peak_rss_mib": peak}
 
@@ -50,19 +38,15 @@ def main():
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--seconds", default="3,10")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--emofuse", default=str(ROOT / "target" / "release" / "emofuse"))
-    parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    bench_driver.add_arguments(parser)
     args = parser.parse_args()
     seconds = [float(s) for s in args.seconds.split(",")]
-    if args.torch_only:
-        print(json.dumps(torch_side(args.checkpoint, seconds, args.runs)))
+    forwarded = ["--checkpoint", args.checkpoint, "--seconds", args.seconds, "--runs", str(args.runs)]
+    sides = bench_driver.both_sides(__file__, args, forwarded, lambda: torch_side(args.checkpoint, seconds, args.runs),
+                                    ["bench", "forward", *forwarded])
+    if sides is None:
         return
-    theirs = json.loads(subprocess.run(
-        [sys.executable, __file__, "--checkpoint", args.checkpoint, "--seconds", args.seconds,
-         "--runs", str(args.runs), "--torch-only"], check=True, capture_output=True, text=True).stdout)
-    ours = json.loads(subprocess.run(
-        [args.emofuse, "bench", "forward", "--checkpoint", args.checkpoint, "--seconds", args.seconds,
-         "--runs", str(args.runs), "--json"], check=True, capture_output=True, text=True).stdout)
+    theirs, ours = sides
     print(f"{args.checkpoint}, batch 1, 2 threads each, median of {args.runs}")
     print(f"{'clip':>6}  {'PyTorch ' + theirs['torch']:>22}  {'emofuse':>10}  emofuse / PyTorch")
     for t, o in zip(theirs["times"], ours["modes"][0]["times"]):

@@ -2,6 +2,7 @@
 //! before the clock starts, so each number is the stage alone, as the
 //! reference scripts in `scripts/bench_*.py` measure their Python twins.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -10,9 +11,149 @@ use serde::Serialize;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 
-use crate::audio::Waveform;
-use crate::features::FeatureExtractor;
-use crate::model::wav2vec2::Wav2Vec2;
+use crate::audio::{self, AudioError, Waveform};
+use crate::data::{self, DataError, DatasetKind};
+use crate::features::{FeatureConfig, FeatureExtractor};
+use crate::infer::{InferError, Predictor};
+use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone};
+use crate::model::wav2vec2::{self, Wav2Vec2};
+use crate::model::whisper::WhisperMode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    #[error(transparent)]
+    Backbone(#[from] BackboneError),
+    #[error(transparent)]
+    Wav2vec2(#[from] wav2vec2::LoadError),
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("no clips to measure")]
+    NoClips,
+}
+
+impl std::fmt::Display for FeaturesReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            out,
+            "{} on {} clips ({:.1} s of audio)",
+            self.stage, self.single_thread.clips, self.single_thread.audio_s
+        )?;
+        for t in [&self.single_thread, &self.all_cores] {
+            writeln!(
+                out,
+                "  {} thread(s): {:>8.1} clips/s  {:>7.3} ms/clip  {:>7.0}× real time",
+                t.threads, t.clips_per_s, t.ms_per_clip, t.realtime_factor
+            )?;
+        }
+        writeln!(out, "  scaling: {:.2}×", self.scaling)
+    }
+}
+
+impl std::fmt::Display for ForwardReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            out,
+            "encoder forward, {} ({} threads)",
+            self.checkpoint.display(),
+            self.threads
+        )?;
+        for mode in &self.modes {
+            for t in &mode.times {
+                writeln!(
+                    out,
+                    "  {:>10} {:>5.1} s clip: median {:>8.1} ms, best {:>8.1} ms ({} runs)",
+                    mode.mode,
+                    t.seconds_of_audio,
+                    1e3 * t.median_s,
+                    1e3 * t.best_s,
+                    t.runs
+                )?;
+            }
+        }
+        if let Some(mib) = self.peak_rss_mib {
+            writeln!(out, "  peak memory {mib:.0} MiB")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for PredictReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            out,
+            "predict ({} model), {} clips of {:.2} s on average, 1 thread: median {:.2} ms, p99 {:.2} ms, mean {:.2} ms per clip",
+            self.model, self.clips, self.mean_clip_s, self.median_ms, self.p99_ms, self.mean_ms
+        )
+    }
+}
+
+impl std::fmt::Display for TrainStepReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            out,
+            "spectral training step, batch {} × 42 × {} frames, {} threads: median {:.2} ms ({:.0} clips/s)",
+            self.batch,
+            self.frames,
+            self.threads,
+            1e3 * self.median_s,
+            self.clips_per_s
+        )
+    }
+}
+
+/// Every clip of a corpus (the first `limit` in path order), decoded to
+/// 16 kHz on all cores; `on_clip` once per clip.
+pub fn decode_corpus(dir: &Path, limit: Option<usize>, on_clip: impl Fn() + Sync) -> Result<Vec<Waveform>, BenchError> {
+    let dataset = data::load(dir, DatasetKind::Auto)?;
+    let paths: Vec<_> = dataset
+        .clips
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|c| &c.path)
+        .collect();
+    let waveforms = paths
+        .par_iter()
+        .map(|path| {
+            on_clip();
+            audio::load(path)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(waveforms)
+}
+
+/// Feature extraction on one thread and on all cores.
+#[derive(Serialize)]
+pub struct FeaturesReport {
+    pub stage: &'static str,
+    pub config: FeatureConfig,
+    pub single_thread: Throughput,
+    pub all_cores: Throughput,
+    /// All-cores throughput over single-thread throughput.
+    pub scaling: f64,
+}
+
+impl FeaturesReport {
+    /// Times the default features over `waveforms`, best of `passes`.
+    pub fn measure(waveforms: &[Waveform], passes: usize) -> FeaturesReport {
+        let config = FeatureConfig::default();
+        let extractor = FeatureExtractor::new(config.clone()).expect("the default feature configuration is valid");
+        let single_thread = features(&extractor, waveforms, 1, passes);
+        let all_cores = features(&extractor, waveforms, rayon::current_num_threads(), passes);
+        FeaturesReport {
+            stage: "features (mfcc 40 + zcr + rms)",
+            config,
+            scaling: all_cores.clips_per_s / single_thread.clips_per_s,
+            single_thread,
+            all_cores,
+        }
+    }
+}
 
 /// One timed run of a stage over a set of clips.
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +251,68 @@ pub fn forward_times(seconds_of_audio: &[f64], runs: usize, forward: impl Fn(&[f
         .collect()
 }
 
+/// Encoder forward times of a checkpoint, per mode.
+#[derive(Serialize)]
+pub struct ForwardReport {
+    pub checkpoint: PathBuf,
+    pub threads: usize,
+    /// Per mode: `wav2vec2` (one), or Whisper's `trimmed` and `padded30s`.
+    pub modes: Vec<ModeTimes>,
+    pub peak_rss_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct ModeTimes {
+    pub mode: String,
+    pub times: Vec<ForwardTime>,
+}
+
+impl ForwardReport {
+    /// Times the encoder of `checkpoint` (a wav2vec 2.0 / HuBERT folder, or
+    /// Whisper's, front end included, in both modes) on clips of each length.
+    pub fn measure(
+        checkpoint: &Path,
+        seconds_of_audio: &[f64],
+        runs: usize,
+        device: &Device,
+    ) -> Result<ForwardReport, BenchError> {
+        let modes = match BackboneConfig::from_dir(checkpoint, false, WhisperMode::Trimmed)? {
+            BackboneConfig::Whisper { path, encoder, .. } => [WhisperMode::Trimmed, WhisperMode::Padded30s]
+                .into_iter()
+                .map(|mode| {
+                    let backbone = BackboneConfig::Whisper {
+                        path: path.clone(),
+                        encoder: encoder.clone(),
+                        mode,
+                    };
+                    let frozen = FrozenBackbone::load(&backbone, device)?;
+                    let times = forward_times(seconds_of_audio, runs, |clip| {
+                        let (states, _) = frozen.hidden_states(&[clip], device);
+                        std::hint::black_box(states.last().expect("hidden states").clone().into_data());
+                    });
+                    Ok(ModeTimes {
+                        mode: mode.as_str().to_owned(),
+                        times,
+                    })
+                })
+                .collect::<Result<Vec<_>, BenchError>>()?,
+            _ => {
+                let (model, _) = wav2vec2::load(checkpoint, device)?;
+                vec![ModeTimes {
+                    mode: "wav2vec2".into(),
+                    times: wav2vec2_forward(&model, seconds_of_audio, runs, device),
+                }]
+            }
+        };
+        Ok(ForwardReport {
+            checkpoint: checkpoint.to_owned(),
+            threads: rayon::current_num_threads(),
+            modes,
+            peak_rss_mib: peak_rss_mib(),
+        })
+    }
+}
+
 /// [`forward_times`] of a wav2vec 2.0 / HuBERT encoder (raw waveform in).
 pub fn wav2vec2_forward(model: &Wav2Vec2, seconds_of_audio: &[f64], runs: usize, device: &Device) -> Vec<ForwardTime> {
     forward_times(seconds_of_audio, runs, |noise| {
@@ -120,21 +323,104 @@ pub fn wav2vec2_forward(model: &Wav2Vec2, seconds_of_audio: &[f64], runs: usize,
     })
 }
 
+/// End-to-end prediction times per clip.
+#[derive(Serialize)]
+pub struct PredictReport {
+    pub model: String,
+    pub clips: usize,
+    pub mean_clip_s: f64,
+    pub threads: usize,
+    /// Per clip, from the file's bytes in memory to the probabilities.
+    pub median_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl PredictReport {
+    /// Times `predictor` on the first `limit` clips of the corpus `data` on
+    /// one thread, each from its file's bytes in memory (read first) to the
+    /// probabilities; one untimed warm-up clip.
+    pub fn measure(
+        predictor: &Predictor,
+        model: String,
+        data: &Path,
+        limit: usize,
+    ) -> Result<PredictReport, BenchError> {
+        let dataset = data::load(data, DatasetKind::Auto)?;
+        let files: Vec<(String, Vec<u8>)> = dataset
+            .clips
+            .iter()
+            .take(limit)
+            .map(|c| {
+                let bytes = std::fs::read(&c.path).map_err(|source| BenchError::Read {
+                    path: c.path.clone(),
+                    source,
+                })?;
+                Ok((c.path.display().to_string(), bytes))
+            })
+            .collect::<Result<_, BenchError>>()?;
+        let first = files.first().ok_or(BenchError::NoClips)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a thread pool of one thread can be made");
+        let (mut times, audio_s) = pool.install(|| -> Result<(Vec<f64>, f64), BenchError> {
+            let once = |(name, bytes): &(String, Vec<u8>)| -> Result<(f64, f64), BenchError> {
+                let start = Instant::now();
+                let waveform = audio::load_bytes(bytes, name, &Default::default())?;
+                std::hint::black_box(predictor.predict(&waveform, name)?);
+                Ok((start.elapsed().as_secs_f64(), waveform.duration_s()))
+            };
+            once(first)?;
+            let mut times = Vec::with_capacity(files.len());
+            let mut audio_s = 0.0;
+            for file in &files {
+                let (t, d) = once(file)?;
+                times.push(t);
+                audio_s += d;
+            }
+            Ok((times, audio_s))
+        })?;
+        times.sort_by(f64::total_cmp);
+        Ok(PredictReport {
+            model,
+            clips: times.len(),
+            mean_clip_s: audio_s / times.len() as f64,
+            threads: 1,
+            median_ms: 1e3 * times[times.len() / 2],
+            p99_ms: 1e3 * times[(times.len() * 99 / 100).min(times.len() - 1)],
+            mean_ms: 1e3 * times.iter().sum::<f64>() / times.len() as f64,
+        })
+    }
+}
+
+/// Training-step times of the spectral model.
+#[derive(Serialize)]
+pub struct TrainStepReport {
+    pub batch: usize,
+    pub frames: usize,
+    pub threads: usize,
+    pub median_s: f64,
+    pub best_s: f64,
+    pub steps: usize,
+    pub clips_per_s: f64,
+}
+
 /// Times training steps of the spectral model (the default model's
 /// architecture: CNN, attentive pooling, classifier) on a fixed random batch
-/// `[batch, 42, frames]`: forward, cross-entropy, backward, AdamW with
-/// per-parameter gradient clipping. One warm-up step, then `steps` timed.
-pub fn spectral_train_steps(batch: usize, frames: usize, steps: usize) -> ForwardTime {
+/// `[batch, 42, frames]` on `device`: forward, cross-entropy, backward, AdamW
+/// with per-parameter gradient clipping. One warm-up step, then `steps` timed.
+pub fn spectral_train_steps(batch: usize, frames: usize, steps: usize, device: &Device) -> TrainStepReport {
     use crate::model::fusion::{EmotionModelConfig, ModelInput, ModelKind};
     use burn::optim::{AdamWConfig, GradientsParams};
 
-    let device = Device::flex().autodiff();
-    device.seed(0);
-    let config: EmotionModelConfig = crate::infer::Predictor::builtin()
+    let config: EmotionModelConfig = Predictor::builtin(device)
         .expect("the built-in model loads")
         .config()
         .model
         .clone();
+    let device = device.clone().autodiff();
+    device.seed(0);
     assert_eq!(
         config.kind,
         ModelKind::Spectral,
@@ -166,11 +452,15 @@ pub fn spectral_train_steps(batch: usize, frames: usize, steps: usize) -> Forwar
     step();
     let mut times: Vec<f64> = (0..steps.max(1)).map(|_| step()).collect();
     times.sort_by(f64::total_cmp);
-    ForwardTime {
-        seconds_of_audio: frames as f64 * 512.0 / 16_000.0,
-        runs: times.len(),
-        median_s: times[times.len() / 2],
+    let median_s = times[times.len() / 2];
+    TrainStepReport {
+        batch,
+        frames,
+        threads: rayon::current_num_threads(),
+        median_s,
         best_s: times[0],
+        steps: times.len(),
+        clips_per_s: batch as f64 / median_s,
     }
 }
 

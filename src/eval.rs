@@ -1,8 +1,18 @@
 //! How well a model recognises emotions: UA (unweighted average recall, the
 //! headline number of EmoBox and the paper), WA (accuracy), macro-F1,
-//! per-class recall and the confusion matrix; and the mean ± std over folds.
+//! per-class recall and the confusion matrix; the mean ± std over folds; and
+//! a model scored on a corpus, with the files `emofuse eval` writes.
 
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::audio;
+use crate::data::{Clip, Problem};
+use crate::infer::Predictor;
+use crate::persist;
+use crate::plot::{self, PlotError};
 
 /// Scores of one set of predictions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +79,19 @@ impl Metrics {
     }
 }
 
+/// `UA 50.00, WA 50.00, macro-F1 50.00` (percent).
+impl std::fmt::Display for Metrics {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            out,
+            "UA {:.2}, WA {:.2}, macro-F1 {:.2}",
+            100.0 * self.ua,
+            100.0 * self.wa,
+            100.0 * self.macro_f1
+        )
+    }
+}
+
 /// Mean and (population) standard deviation of one score over folds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MeanStd {
@@ -118,6 +141,186 @@ pub fn argmax_rows(scores: &[f32], n_classes: usize) -> Vec<usize> {
                 .expect("at least one class")
         })
         .collect()
+}
+
+/// A model's answers on a set of clips, and their scores.
+pub struct Evaluation {
+    pub labels: Vec<String>,
+    pub metrics: Metrics,
+    /// Clips whose label the model does not have (not scored).
+    pub unscored_clips: usize,
+    /// The scored clips, with their true and predicted classes and `[clips][classes]` probabilities.
+    pub clips: Vec<PathBuf>,
+    pub truth: Vec<usize>,
+    pub predicted: Vec<usize>,
+    pub probabilities: Vec<f32>,
+    /// Clips that could not be read (left out).
+    pub problems: Vec<Problem>,
+}
+
+/// What `metrics.json` holds: the scores and where they come from.
+#[derive(Debug, Serialize)]
+pub struct EvalReport<'a> {
+    pub model: String,
+    pub data: &'a Path,
+    pub fold: Option<String>,
+    pub labels: &'a [String],
+    pub metrics: &'a Metrics,
+    pub unscored_clips: usize,
+}
+
+/// The scores for people: UA, WA and macro-F1, each class' recall.
+impl std::fmt::Display for EvalReport<'_> {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.metrics;
+        writeln!(
+            out,
+            "{} clips: UA {:.2}  WA {:.2}  macro-F1 {:.2}",
+            m.clips,
+            100.0 * m.ua,
+            100.0 * m.wa,
+            100.0 * m.macro_f1
+        )?;
+        for (label, recall) in self.labels.iter().zip(&m.per_class_recall) {
+            if let Some(recall) = recall {
+                writeln!(out, "  {label:<10} recall {:.2}", 100.0 * recall)?;
+            }
+        }
+        if self.unscored_clips > 0 {
+            writeln!(
+                out,
+                "{} clips have labels the model does not know and were not scored",
+                self.unscored_clips
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("no clip has a label the model knows ({})", labels.join(", "))]
+    NothingToScore { labels: Vec<String> },
+    #[error("{}: cannot write: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+}
+
+/// Scores `predictor` on `clips`, decoded on all cores; `on_clip` is called
+/// once per clip that has a label the model knows.
+pub fn evaluate(predictor: &Predictor, clips: &[&Clip], on_clip: impl Fn() + Sync) -> Result<Evaluation, EvalError> {
+    let labels = predictor.labels().to_vec();
+    let (known, unknown): (Vec<&Clip>, Vec<&Clip>) = clips.iter().partition(|c| labels.contains(&c.label));
+    let examples: Vec<_> = known
+        .par_iter()
+        .map(|clip| {
+            let name = clip.path.display().to_string();
+            let example = audio::load(&clip.path)
+                .map_err(|e| e.to_string())
+                .and_then(|w| predictor.example(&w, &name).map_err(|e| e.to_string()))
+                .map(|mut example| {
+                    example.label = labels.iter().position(|l| *l == clip.label).expect("known label");
+                    example
+                });
+            on_clip();
+            example
+        })
+        .collect();
+    let (mut scored_clips, mut scored, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+    for (clip, example) in known.iter().zip(examples) {
+        match example {
+            Ok(example) => {
+                scored_clips.push(clip.path.clone());
+                scored.push(example);
+            }
+            Err(reason) => problems.push(Problem {
+                path: clip.path.clone(),
+                reason,
+            }),
+        }
+    }
+    if scored.is_empty() {
+        return Err(EvalError::NothingToScore { labels });
+    }
+    let probabilities = predictor.probabilities(&scored);
+    let truth: Vec<usize> = scored.iter().map(|e| e.label).collect();
+    let predicted = argmax_rows(&probabilities, labels.len());
+    Ok(Evaluation {
+        metrics: Metrics::compute(&truth, &predicted, labels.len()),
+        labels,
+        unscored_clips: unknown.len(),
+        clips: scored_clips,
+        truth,
+        predicted,
+        probabilities,
+        problems,
+    })
+}
+
+impl Evaluation {
+    /// The report of these scores for `model` on `data` (and `fold`).
+    pub fn report<'a>(&'a self, model: String, data: &'a Path, fold: Option<String>) -> EvalReport<'a> {
+        EvalReport {
+            model,
+            data,
+            fold,
+            labels: &self.labels,
+            metrics: &self.metrics,
+            unscored_clips: self.unscored_clips,
+        }
+    }
+
+    /// Writes `metrics.json` (the report), `metrics.csv`, `predictions.csv`
+    /// (every clip's classes and probabilities) and `confusion.png` into `out`.
+    pub fn write_files(&self, out: &Path, report: &EvalReport) -> Result<(), EvalError> {
+        let write = |name: &str, bytes: &[u8]| {
+            let path = out.join(name);
+            persist::write_atomic(&path, bytes).map_err(|source| EvalError::Write { path, source })
+        };
+        write(
+            "metrics.json",
+            &serde_json::to_vec_pretty(report).expect("a report serialises"),
+        )?;
+        let (labels, m) = (&self.labels, &self.metrics);
+        let mut csv = String::from("metric,value\n");
+        csv += &format!(
+            "ua,{:.4}\nwa,{:.4}\nmacro_f1,{:.4}\nclips,{}\n",
+            m.ua, m.wa, m.macro_f1, m.clips
+        );
+        for (label, recall) in labels.iter().zip(&m.per_class_recall) {
+            if let Some(recall) = recall {
+                csv += &format!("recall_{label},{recall:.4}\n");
+            }
+        }
+        write("metrics.csv", csv.as_bytes())?;
+        let mut rows = format!(
+            "path,true,predicted,{}\n",
+            labels.iter().map(|l| format!("p_{l}")).collect::<Vec<_>>().join(",")
+        );
+        for (i, path) in self.clips.iter().enumerate() {
+            let p: Vec<String> = self.probabilities[i * labels.len()..(i + 1) * labels.len()]
+                .iter()
+                .map(|v| format!("{v:.5}"))
+                .collect();
+            rows += &format!(
+                "{},{},{},{}\n",
+                path.display(),
+                labels[self.truth[i]],
+                labels[self.predicted[i]],
+                p.join(",")
+            );
+        }
+        write("predictions.csv", rows.as_bytes())?;
+        let title = format!(
+            "UA {:.1} %  WA {:.1} %  ({} clips)",
+            100.0 * m.ua,
+            100.0 * m.wa,
+            m.clips
+        );
+        plot::confusion_matrix(&out.join("confusion.png"), labels, &m.confusion, &title)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,46 +1,39 @@
-//! One experiment end to end, as `emofuse train` and `emofuse cv` run it:
+//! Experiments end to end, as `emofuse train` and `emofuse cv` run them:
 //! corpora → split (test fold, validation speakers) → examples → training →
-//! model directory → scores on the test fold, all written to one folder.
+//! model directory → scores on the test fold, all written to one folder; and
+//! cross-validation, one such run per fold, with a summary over the folds.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use serde::{Deserialize, Serialize};
-
-use crate::audio::Waveform;
-use crate::augment::WaveAugment;
-use crate::data::batcher::{Example, HiddenStates};
-use crate::data::examples::{self, ClipAudio};
-use crate::data::folds::{self, ValidationSplit};
-use crate::data::{Clip, Problem};
-use crate::eval::{Metrics, argmax_rows};
-use crate::features::FeatureStats;
-use crate::features::cache::FeatureCache;
-use crate::infer::Predictor;
-use crate::model::saved::{self, EmbeddingMeans, ModelConfig, Provenance};
-use crate::model::temporal::{BackboneConfig, FrozenBackbone};
-use crate::model::wav2vec2;
-use crate::noise::NoiseBank;
-use crate::persist;
-use crate::train::{self, Event, TrainingConfig, TrainingData};
+use burn::tensor::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
-/// Clips of one or more corpora with their decoded audio and features.
-pub struct LoadedCorpus {
-    pub clips: Vec<Clip>,
-    pub audio: Vec<ClipAudio>,
-    /// Corpus roots, for provenance.
-    pub sources: Vec<String>,
-    /// Files that could not be read (left out).
-    pub problems: Vec<Problem>,
-}
+use crate::audio::Waveform;
+use crate::augment::{AugmentError, WaveAugment};
+use crate::data::Clip;
+use crate::data::corpus::{ClipAudio, LoadedCorpus, label_list};
+use crate::data::folds::{self, FoldError, FoldOptions, ValidationSplit};
+use crate::eval::{FoldSummary, Metrics, argmax_rows};
+use crate::features::cache::FeatureCache;
+use crate::features::{FeatureConfig, FeatureStats, FrameFeatures};
+use crate::infer::{self, Predictor};
+use crate::model::fusion::{EmotionModel, EmotionModelConfig};
+use crate::model::input::{self, Example, ExampleBuilder, HiddenStates, TemporalSource};
+use crate::model::saved::{self, EmbeddingMeans, ModelConfig, ModelDirError, ModelFolder, Provenance, SplitFile};
+use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone};
+use crate::model::wav2vec2::{self, Wav2Vec2};
+use crate::noise::NoiseBank;
+use crate::persist;
+use crate::train::{self, Distillation, Event, TrainRun, TrainingConfig, TrainingData};
 
 /// Which clips train, validate and test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Split {
-    /// `"emobox fold 3"`, `"fold-file folds.json #2"`, or `"all clips"`.
+    /// `"emobox fold 3"`, `"folds.json fold 2"`, or `"all clips"`.
     pub name: String,
     pub train: Vec<usize>,
     pub validation: Vec<usize>,
@@ -79,6 +72,18 @@ impl Split {
             validation_description: description,
         }
     }
+
+    /// The split as `split.json` records it: file paths.
+    fn file(&self, corpus: &LoadedCorpus) -> SplitFile {
+        let paths = |indices: &[usize]| indices.iter().map(|&i| corpus.clips[i].path.clone()).collect();
+        SplitFile {
+            name: self.name.clone(),
+            test: paths(&self.test),
+            train: paths(&self.train),
+            validation: self.validation_description.clone(),
+            validation_clips: paths(&self.validation),
+        }
+    }
 }
 
 /// Settings of an experiment beyond the training loop's.
@@ -91,6 +96,39 @@ pub struct ExperimentConfig {
     pub command: String,
     /// Where frozen encoders' hidden states are cached.
     pub cache_dir: PathBuf,
+    /// A model to distil from.
+    pub teacher: Option<Teacher>,
+}
+
+/// The teacher of knowledge distillation: one model, or a `cv` folder whose
+/// fold-K model teaches fold K.
+#[derive(Debug, Clone)]
+pub struct Teacher {
+    pub folder: ModelFolder,
+    /// Share of the loss that follows the teacher (the rest follows the labels).
+    pub weight: f64,
+    pub temperature: f64,
+}
+
+impl ExperimentConfig {
+    /// The training configuration of fold `fold` (`None`: a run without a
+    /// numbered fold): the teacher, if any, is that fold's.
+    fn training_for(&self, fold: Option<usize>) -> Result<TrainingConfig, ExperimentError> {
+        let mut training = self.training.clone();
+        if let Some(teacher) = &self.teacher {
+            let dir = teacher.folder.for_fold(fold)?;
+            let dir = dir.canonicalize().map_err(|e| ExperimentError::Teacher {
+                dir: dir.clone(),
+                problem: e.to_string(),
+            })?;
+            training.distillation = Some(Distillation {
+                teacher: dir.display().to_string(),
+                weight: teacher.weight,
+                temperature: teacher.temperature,
+            });
+        }
+        Ok(training)
+    }
 }
 
 /// Scores and files of one finished split.
@@ -115,13 +153,13 @@ pub enum ExperimentError {
     #[error(transparent)]
     Train(#[from] train::TrainError),
     #[error(transparent)]
-    ModelDir(#[from] saved::ModelDirError),
+    ModelDir(#[from] ModelDirError),
     #[error(transparent)]
-    Infer(#[from] crate::infer::InferError),
+    Infer(#[from] infer::InferError),
     #[error("the pretrained encoder: {0}")]
     Backbone(#[from] wav2vec2::LoadError),
     #[error("the pretrained encoder: {0}")]
-    Frozen(#[from] crate::model::temporal::BackboneError),
+    Frozen(#[from] BackboneError),
     #[error("{}: cannot write: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -130,209 +168,282 @@ pub enum ExperimentError {
     Hash { path: PathBuf, source: std::io::Error },
     #[error("the noise corpus: {0}")]
     Noise(#[from] crate::noise::NoiseError),
-    #[error("--teacher {}: {problem}", dir.display())]
+    #[error(transparent)]
+    Folds(#[from] FoldError),
+    #[error("teacher {}: {problem}", dir.display())]
     Teacher { dir: PathBuf, problem: String },
-    #[error("interrupted: the checkpoint is saved; run the same command with --resume to continue")]
+    #[error("interrupted: the checkpoint is saved")]
     Interrupted,
 }
 
-/// Trains on `split.train`, selects on `split.validation`, saves the model in
-/// `out_dir` and scores it on `split.test`.
-pub fn run(
-    out_dir: &Path,
-    corpus: &LoadedCorpus,
-    split: &Split,
-    config: &ExperimentConfig,
-    resume: bool,
-    stop: &AtomicBool,
-    on_event: &mut dyn FnMut(Event),
-) -> Result<FoldResult, ExperimentError> {
-    let write = |name: &str, bytes: &[u8]| {
-        let path = out_dir.join(name);
-        persist::write_atomic(&path, bytes).map_err(|source| ExperimentError::Write { path, source })
-    };
-    let pick = |indices: &[usize]| -> (Vec<&Clip>, Vec<&ClipAudio>) {
-        indices.iter().map(|&i| (&corpus.clips[i], &corpus.audio[i])).unzip()
-    };
-    let (train_clips, train_audio) = pick(&split.train);
-    let labels = examples::label_list(train_clips.iter().map(|c| c.label.as_str()));
-    let feature_stats = FeatureStats::fit(train_audio.iter().map(|a| &a.features));
-    let mut training = config.training.clone();
-    training.model.n_classes = labels.len();
-    let backbone = training.model.temporal.backbone.clone();
-    let has_temporal = training.model.kind.has_temporal();
-    let preprocessor = has_temporal.then(|| backbone.preprocessor());
-    // A teacher hears each training clip's audio.
-    let keep_raw = training.augment.changes_audio() || training.distillation.is_some();
-    let make = |indices: &[usize], raw: bool| {
-        let (clips, audio) = pick(indices);
-        // A clip whose label the training set lacks cannot be scored (see `unscored_test_clips`).
-        let known: Vec<usize> = (0..clips.len()).filter(|&i| labels.contains(&clips[i].label)).collect();
-        let clips: Vec<&Clip> = known.iter().map(|&i| clips[i]).collect();
-        let audio: Vec<&ClipAudio> = known.iter().map(|&i| audio[i]).collect();
-        let made = examples::examples(
-            &clips,
-            &audio,
-            &labels,
-            feature_stats.as_ref(),
-            preprocessor.as_ref(),
-            raw,
-        );
-        (clips, made)
-    };
-    let (train_clips, mut train_examples) = make(&split.train, keep_raw);
-    let (validation_clips, mut validation_examples) = make(&split.validation, false);
-    let noise = match &training.augment.noise {
-        Some(config) => Some((NoiseBank::load(&config.dir)?.split(training.seed).0, config.clone())),
-        None => None,
-    };
-    let mut wave_augment = keep_raw.then(|| WaveAugment {
-        speeds: training.augment.speeds.clone(),
-        noise,
-        extractor: crate::features::FeatureExtractor::new(crate::features::FeatureConfig::default())
-            .expect("the default feature configuration is valid"),
-        stats: feature_stats.clone(),
-        preprocessor: preprocessor.clone(),
-    });
-    write("split.json", &split_json(corpus, split))?;
+/// One split trained and tested, in its own folder.
+pub struct SplitRun<'a> {
+    /// The run's folder: model, checkpoint, log, split.json and results.json.
+    pub out_dir: &'a Path,
+    pub corpus: &'a LoadedCorpus,
+    pub split: &'a Split,
+    pub config: &'a ExperimentConfig,
+    /// The fold's number, which picks a cv teacher's model (`None`: no numbered fold).
+    pub fold: Option<usize>,
+    pub resume: bool,
+    pub device: &'a Device,
+}
 
-    let pretrained = match (&backbone, has_temporal) {
-        (
-            BackboneConfig::Wav2vec2 {
-                path, finetune: true, ..
-            },
-            true,
-        ) => Some(wav2vec2::load(path, &burn::tensor::Device::flex().autodiff())?.0),
-        _ => None,
-    };
-    let frozen = (has_temporal && !backbone.is_trained())
-        .then(|| FrozenBackbone::load(&backbone, &burn::tensor::Device::flex()))
-        .transpose()?;
-    let teacher = training
-        .distillation
-        .as_ref()
-        .map(|distillation| load_teacher(Path::new(&distillation.teacher), split, &labels))
-        .transpose()?;
-    // Noise reaches a frozen encoder and a teacher only through fixed noisy
-    // copies of each training clip, made once (seeded by clip and copy):
-    // their hidden states are cached, and the teacher labels what the student hears.
-    let fixed_audio = frozen.is_some() || teacher.is_some();
-    let mut train_keys = if fixed_audio {
-        content_keys(&train_clips)?
-    } else {
-        Vec::new()
-    };
-    if fixed_audio && let Some(augment) = wave_augment.as_ref().filter(|a| a.noise.is_some()) {
-        let (copies, copy_keys) = noisy_copies(augment, &train_examples, &train_keys, training.seed);
-        train_examples.extend(copies);
-        train_keys.extend(copy_keys);
-    }
-    if let Some(frozen) = &frozen {
-        // A frozen encoder gives the same hidden states every epoch: computed
-        // once, and kept on disk for the next run and fold.
-        let cache = FeatureCache::open_keyed(config.cache_dir.join("hidden"), &backbone.identity())?;
-        attach_hidden_states(&train_keys, &mut train_examples, frozen, &cache, on_event)?;
-        let validation_keys = content_keys(&validation_clips)?;
-        attach_hidden_states(&validation_keys, &mut validation_examples, frozen, &cache, on_event)?;
-    }
-    let teacher_probabilities = match &teacher {
-        Some(teacher) => {
-            // Noise mixed in later would change a clip after the teacher heard it.
-            if let Some(augment) = &mut wave_augment {
-                augment.noise = None;
-            }
-            Some(teacher_probabilities(
-                teacher,
-                &train_examples,
-                &train_clips,
-                &labels,
-                on_event,
-            )?)
+impl SplitRun<'_> {
+    /// Trains on `split.train`, selects on `split.validation`, saves the
+    /// model in `out_dir` and scores it on `split.test`.
+    pub fn run(&self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<FoldResult, ExperimentError> {
+        let mut training = self.config.training_for(self.fold)?;
+        let plan = Plan::new(self, &training);
+        training.model.n_classes = plan.labels.len();
+        let mut train = plan.examples(&self.split.train, plan.keep_audio);
+        let mut validation = plan.examples(&self.split.validation, false);
+        let mut wave_augment = plan.wave_augment(&training)?;
+        self.split.file(self.corpus).write(self.out_dir)?;
+
+        let encoders = Encoders::load(
+            &training.model.temporal.backbone,
+            training.model.kind.has_temporal(),
+            self.device,
+        )?;
+        let teacher = training
+            .distillation
+            .as_ref()
+            .map(|d| load_teacher(Path::new(&d.teacher), self.split, &plan.labels, self.device))
+            .transpose()?;
+        // Noise reaches a frozen encoder and a teacher only through fixed noisy
+        // copies of each training clip, made once (seeded by clip and copy):
+        // their hidden states are cached, and the teacher labels what the student hears.
+        if (encoders.frozen.is_some() || teacher.is_some())
+            && let Some(augment) = wave_augment.as_ref().filter(|a| a.noise.is_some())
+        {
+            add_noisy_copies(&mut train, augment, training.seed, on_event)?;
         }
-        None => None,
-    };
-    let data = TrainingData {
-        train: &train_examples,
-        validation: &validation_examples,
-        n_classes: labels.len(),
-        teacher: teacher_probabilities.as_deref(),
-    };
-    let outcome = train::train(
-        out_dir,
-        &training,
-        &data,
-        frozen.as_ref(),
-        pretrained,
-        wave_augment.as_ref().map(|a| a as &dyn train::AudioAugment),
-        resume,
-        stop,
-        on_event,
-    )?;
-    if outcome.interrupted {
-        return Err(ExperimentError::Interrupted);
-    }
-    let train_seconds = outcome.logs.iter().map(|log| log.seconds).sum();
-    let mut model_config = ModelConfig {
-        format: saved::FORMAT.into(),
-        model: training.model.clone(),
-        features: crate::features::FeatureConfig::default(),
-        feature_stats: feature_stats.clone(),
-        labels: labels.clone(),
-        embedding_means: EmbeddingMeans::default(),
-        training: Some(Provenance {
-            command: config.command.clone(),
-            data: corpus.sources.clone(),
-            fold: Some(split.name.clone()),
-            seed: training.seed,
-            version: env!("CARGO_PKG_VERSION").into(),
-            commit: option_env!("EMOFUSE_COMMIT").unwrap_or("unknown").into(),
-            train_clips: split.train.len(),
-            validation_clips: split.validation.len(),
-            validation: split.validation_description.clone(),
-            epochs_run: outcome.logs.len(),
+        if let Some(frozen) = &encoders.frozen {
+            // A frozen encoder gives the same hidden states every epoch:
+            // computed once, and kept on disk for the next run and fold.
+            let cache = FeatureCache::open_keyed(
+                self.config.cache_dir.join("hidden"),
+                &training.model.temporal.backbone.identity(),
+            )?;
+            attach_hidden_states(&mut train, frozen, &cache, self.device, on_event)?;
+            attach_hidden_states(&mut validation, frozen, &cache, self.device, on_event)?;
+        }
+        let teacher_probabilities = match &teacher {
+            Some(teacher) => {
+                // Noise mixed in later would change a clip after the teacher heard it.
+                if let Some(augment) = &mut wave_augment {
+                    augment.noise = None;
+                }
+                Some(teacher_probabilities(teacher, &train, &plan.labels, on_event)?)
+            }
+            None => None,
+        };
+        let outcome = TrainRun {
+            run_dir: self.out_dir,
+            config: &training,
+            data: TrainingData {
+                train: &train.examples,
+                validation: &validation.examples,
+                n_classes: plan.labels.len(),
+                teacher: teacher_probabilities.as_deref(),
+            },
+            frozen: encoders.frozen.as_ref(),
+            encoder: encoders.pretrained,
+            wave_augment: wave_augment.as_ref(),
+            resume: self.resume,
+            device: self.device,
+        }
+        .run(stop, on_event)?;
+        if outcome.interrupted {
+            return Err(ExperimentError::Interrupted);
+        }
+        let train_seconds = outcome.logs.iter().map(|log| log.seconds).sum();
+        let model_config = ModelConfig {
+            format: saved::FORMAT.into(),
+            model: training.model.clone(),
+            features: FeatureConfig::default(),
+            feature_stats: plan.feature_stats.clone(),
+            labels: plan.labels.clone(),
+            embedding_means: embedding_means(
+                &outcome.model,
+                &training.model,
+                &train.examples,
+                encoders.frozen.as_ref(),
+                self.device,
+            ),
+            training: Some(Provenance {
+                command: self.config.command.clone(),
+                data: self.corpus.sources.clone(),
+                fold: Some(self.split.name.clone()),
+                seed: training.seed,
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: option_env!("EMOFUSE_COMMIT").unwrap_or("unknown").into(),
+                train_clips: self.split.train.len(),
+                validation_clips: self.split.validation.len(),
+                validation: self.split.validation_description.clone(),
+                epochs_run: outcome.logs.len(),
+                best_epoch: outcome.best_epoch,
+                best_validation_ua: outcome.best_validation_ua,
+                seconds: train_seconds,
+            }),
+        };
+        saved::save(self.out_dir, &model_config, &outcome.model, self.config.half)?;
+
+        let test = plan.examples(&self.split.test, false);
+        let unscored_test_clips = self.split.test.len() - test.examples.len();
+        let scores = (!test.examples.is_empty()).then(|| {
+            let probabilities = infer::probabilities(
+                &outcome.model,
+                &training.model,
+                &test.examples,
+                encoders.frozen.as_ref(),
+                self.device,
+            );
+            let truth: Vec<usize> = test.examples.iter().map(|e| e.label).collect();
+            let n_classes = plan.labels.len();
+            Metrics::compute(&truth, &argmax_rows(&probabilities, n_classes), n_classes)
+        });
+        let result = FoldResult {
+            split: self.split.name.clone(),
+            model_dir: self.out_dir.to_owned(),
+            labels: plan.labels,
+            test: scores,
+            unscored_test_clips,
             best_epoch: outcome.best_epoch,
             best_validation_ua: outcome.best_validation_ua,
-            seconds: train_seconds,
-        }),
-    };
-    let predictor = Predictor::from_parts(model_config.clone(), outcome.model.clone())?;
-    model_config.embedding_means = embedding_means(&predictor, &train_examples);
-    saved::save(out_dir, &model_config, &outcome.model, config.half)?;
-    let predictor = Predictor::from_parts(model_config, outcome.model)?;
+            train_seconds,
+        };
+        write_json(&self.out_dir.join(RESULT_FILE), &result)?;
+        Ok(result)
+    }
+}
 
-    let (_, test_examples) = make(&split.test, false);
-    let unscored_test_clips = split.test.len() - test_examples.len();
-    let test = (!test_examples.is_empty()).then(|| {
-        let probabilities = predictor.probabilities(&test_examples);
-        let truth: Vec<usize> = test_examples.iter().map(|e| e.label).collect();
-        Metrics::compute(&truth, &argmax_rows(&probabilities, labels.len()), labels.len())
-    });
-    let result = FoldResult {
-        split: split.name.clone(),
-        model_dir: out_dir.to_owned(),
-        labels,
-        test,
-        unscored_test_clips,
-        best_epoch: outcome.best_epoch,
-        best_validation_ua: outcome.best_validation_ua,
-        train_seconds,
-    };
-    write(
-        RESULT_FILE,
-        &serde_json::to_vec_pretty(&result).expect("results serialise"),
-    )?;
-    Ok(result)
+/// What a split's training needs before it starts: the labels and the
+/// feature statistics of its training clips, and the builder of its examples.
+struct Plan<'a> {
+    corpus: &'a LoadedCorpus,
+    labels: Vec<String>,
+    feature_stats: Option<FeatureStats>,
+    builder: ExampleBuilder,
+    /// Training clips keep their audio: it is changed, or a teacher hears it.
+    keep_audio: bool,
+}
+
+/// Examples of some clips of the corpus, with the clips they came from.
+struct ExampleSet<'a> {
+    clips: Vec<&'a Clip>,
+    examples: Vec<Example>,
+    /// Content hashes of the clips' files (`keys[i]` is `examples[i]`'s cache
+    /// key), filled in where hidden states or noisy copies need them.
+    keys: Vec<blake3::Hash>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(run: &SplitRun<'a>, training: &TrainingConfig) -> Plan<'a> {
+        let corpus = run.corpus;
+        let train_clips = run.split.train.iter().map(|&i| &corpus.clips[i]);
+        let labels = label_list(train_clips.map(|c| c.label.as_str()));
+        let feature_stats = FeatureStats::fit(run.split.train.iter().map(|&i| &corpus.audio[i].features));
+        Plan {
+            corpus,
+            labels,
+            builder: example_builder(&training.model, &feature_stats),
+            feature_stats,
+            keep_audio: training.augment.changes_audio() || training.distillation.is_some(),
+        }
+    }
+
+    /// The examples of the clips at `indices` whose label the training set
+    /// has (the others cannot be scored: see `unscored_test_clips`).
+    fn examples(&self, indices: &[usize], keep_audio: bool) -> ExampleSet<'a> {
+        let known: Vec<usize> = indices
+            .iter()
+            .copied()
+            .filter(|&i| self.labels.contains(&self.corpus.clips[i].label))
+            .collect();
+        let clips: Vec<&Clip> = known.iter().map(|&i| &self.corpus.clips[i]).collect();
+        let examples = known
+            .iter()
+            .map(|&i| self.example(&self.corpus.clips[i], &self.corpus.audio[i], keep_audio))
+            .collect();
+        ExampleSet {
+            clips,
+            examples,
+            keys: Vec::new(),
+        }
+    }
+
+    fn example(&self, clip: &Clip, audio: &ClipAudio, keep_audio: bool) -> Example {
+        let label = self
+            .labels
+            .iter()
+            .position(|l| *l == clip.label)
+            .expect("only clips with a training label get examples");
+        let mut example = self
+            .builder
+            .from_features(audio.features.clone(), &audio.samples, label);
+        example.audio = keep_audio.then(|| audio.samples.clone());
+        example
+    }
+
+    /// The waveform augmentation of `training`, when clips keep their audio.
+    fn wave_augment(&self, training: &TrainingConfig) -> Result<Option<WaveAugment>, ExperimentError> {
+        if !self.keep_audio {
+            return Ok(None);
+        }
+        let noise = match &training.augment.noise {
+            Some(config) => Some((NoiseBank::load(&config.dir)?.train_pool(training.seed)?, config.clone())),
+            None => None,
+        };
+        Ok(Some(WaveAugment {
+            speeds: training.augment.speeds.clone(),
+            noise,
+            builder: example_builder(&training.model, &self.feature_stats),
+        }))
+    }
+}
+
+/// The builder of a model's examples from the default frame features.
+fn example_builder(model: &EmotionModelConfig, stats: &Option<FeatureStats>) -> ExampleBuilder {
+    ExampleBuilder::new(model, &FeatureConfig::default(), stats.clone())
+        .expect("the default feature configuration is valid")
+}
+
+/// The pretrained encoders of a backbone: one to fine-tune inside the
+/// model, or one frozen outside it.
+struct Encoders {
+    pretrained: Option<Wav2Vec2>,
+    frozen: Option<FrozenBackbone>,
+}
+
+impl Encoders {
+    fn load(backbone: &BackboneConfig, has_temporal: bool, device: &Device) -> Result<Encoders, ExperimentError> {
+        let pretrained = match (backbone, has_temporal) {
+            (
+                BackboneConfig::Wav2vec2 {
+                    path, finetune: true, ..
+                },
+                true,
+            ) => Some(wav2vec2::load(path, &device.clone().autodiff())?.0),
+            _ => None,
+        };
+        let frozen = (has_temporal && !backbone.is_trained())
+            .then(|| FrozenBackbone::load(backbone, device))
+            .transpose()?;
+        Ok(Encoders { pretrained, frozen })
+    }
 }
 
 /// The teacher model in `dir`, checked to know every label and, when the
 /// split has test clips, to have been trained on this same split (a teacher
 /// that heard the test speakers would leak them into the student).
-fn load_teacher(dir: &Path, split: &Split, labels: &[String]) -> Result<Predictor, ExperimentError> {
+fn load_teacher(dir: &Path, split: &Split, labels: &[String], device: &Device) -> Result<Predictor, ExperimentError> {
     let problem = |problem: String| ExperimentError::Teacher {
         dir: dir.to_owned(),
         problem,
     };
-    let teacher = Predictor::load(dir)?;
+    let teacher = Predictor::load(dir, device)?;
     let missing: Vec<&str> = labels
         .iter()
         .filter(|l| !teacher.labels().contains(l))
@@ -357,8 +468,7 @@ fn load_teacher(dir: &Path, split: &Split, labels: &[String]) -> Result<Predicto
 /// The teacher's probabilities of each example (from its audio), in the order of `labels`.
 fn teacher_probabilities(
     teacher: &Predictor,
-    examples: &[Example],
-    clips: &[&Clip],
+    set: &ExampleSet,
     labels: &[String],
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Vec<Vec<f32>>, ExperimentError> {
@@ -373,6 +483,7 @@ fn teacher_probabilities(
         })
         .collect();
     let n_classes = teacher.labels().len();
+    let examples = &set.examples;
     let mut rows = Vec::with_capacity(examples.len());
     for (done, chunk) in examples.chunks(16).enumerate() {
         let inputs = chunk
@@ -380,11 +491,11 @@ fn teacher_probabilities(
             .enumerate()
             .map(|(k, example)| {
                 let samples = example
-                    .raw
+                    .audio
                     .as_ref()
                     .expect("a teacher's examples keep their audio")
                     .to_vec();
-                let name = match clips.get(done * 16 + k) {
+                let name = match set.clips.get(done * 16 + k) {
                     Some(clip) => clip.path.display().to_string(),
                     None => "a noisy copy of a training clip".to_owned(),
                 };
@@ -409,11 +520,17 @@ fn teacher_probabilities(
 }
 
 /// Mean pooled embedding of each stream over `examples` (SHAP's baseline).
-fn embedding_means(predictor: &Predictor, examples: &[crate::data::batcher::Example]) -> EmbeddingMeans {
+fn embedding_means(
+    model: &EmotionModel,
+    config: &EmotionModelConfig,
+    examples: &[Example],
+    frozen: Option<&FrozenBackbone>,
+    device: &Device,
+) -> EmbeddingMeans {
     let mut sums: [Option<Vec<f64>>; 2] = [None, None];
     for chunk in examples.chunks(16) {
-        let refs: Vec<_> = chunk.iter().collect();
-        let output = predictor.forward(&refs);
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let output = model.forward(input::model_input(config, &refs, frozen, device));
         for (slot, stream) in sums.iter_mut().zip([output.spectral, output.temporal]) {
             if let Some(stream) = stream {
                 let values: Vec<f32> = stream
@@ -440,47 +557,38 @@ fn embedding_means(predictor: &Predictor, examples: &[crate::data::batcher::Exam
     }
 }
 
-fn split_json(corpus: &LoadedCorpus, split: &Split) -> Vec<u8> {
-    let paths = |indices: &[usize]| -> Vec<String> {
-        indices
-            .iter()
-            .map(|&i| corpus.clips[i].path.display().to_string())
-            .collect()
-    };
-    let value = serde_json::json!({
-        "name": split.name,
-        "validation": split.validation_description,
-        "train": paths(&split.train),
-        "validation_clips": paths(&split.validation),
-        "test": paths(&split.test),
-    });
-    serde_json::to_vec_pretty(&value).expect("a split serialises")
-}
-
 /// Noisy copies of a frozen encoder's training clips made per clean clip.
 const NOISY_COPIES: u64 = 2;
 
-/// The content hash of each clip's file: its cache key.
-fn content_keys(clips: &[&Clip]) -> Result<Vec<blake3::Hash>, ExperimentError> {
-    clips
-        .iter()
-        .map(|clip| {
-            FeatureCache::content_hash(&clip.path).map_err(|source| ExperimentError::Hash {
-                path: clip.path.clone(),
-                source,
+impl ExampleSet<'_> {
+    /// Fills in [`Self::keys`]: the content hash of each clip's file.
+    fn hash_files(&mut self) -> Result<(), ExperimentError> {
+        if !self.keys.is_empty() {
+            return Ok(());
+        }
+        self.keys = self
+            .clips
+            .iter()
+            .map(|clip| {
+                FeatureCache::content_hash(&clip.path).map_err(|source| ExperimentError::Hash {
+                    path: clip.path.clone(),
+                    source,
+                })
             })
-        })
-        .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
 }
 
-/// [`NOISY_COPIES`] noise-mixed copies of every training example, and their
-/// cache keys (clip content, copy, seed and the noise settings and pool).
-fn noisy_copies(
+/// Adds [`NOISY_COPIES`] noise-mixed copies of every training example, keyed
+/// by clip content, copy, seed and the noise settings and pool. A copy that
+/// cannot be made is left out, and the count said.
+fn add_noisy_copies(
+    set: &mut ExampleSet,
     augment: &WaveAugment,
-    examples: &[Example],
-    keys: &[blake3::Hash],
     seed: u64,
-) -> (Vec<Example>, Vec<blake3::Hash>) {
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(), ExperimentError> {
     let (bank, noise) = augment.noise.as_ref().expect("a noise corpus");
     let mut setting = blake3::Hasher::new();
     setting.update(format!("{:?} {:?} {:?}", noise.dir, noise.snr_db, noise.reference).as_bytes());
@@ -488,16 +596,18 @@ fn noisy_copies(
         setting.update(clip.path.to_string_lossy().as_bytes());
     }
     let setting = setting.finalize();
-    let made: Vec<(Example, blake3::Hash)> = (1..=NOISY_COPIES)
+    set.hash_files()?;
+    let keys = set.keys.clone();
+    let made: Vec<Result<(Example, blake3::Hash), AugmentError>> = (1..=NOISY_COPIES)
         .flat_map(|copy| {
-            examples
+            set.examples
                 .iter()
-                .zip(keys)
+                .zip(&keys)
                 .map(move |(example, key)| (copy, example, key))
         })
         .collect::<Vec<_>>()
         .into_par_iter()
-        .filter_map(|(copy, example, key)| {
+        .map(|(copy, example, key)| {
             let mut id = blake3::Hasher::new();
             id.update(key.as_bytes());
             id.update(setting.as_bytes());
@@ -508,41 +618,55 @@ fn noisy_copies(
             augment.noisy_copy(example, &mut rng).map(|e| (e, id))
         })
         .collect();
-    made.into_iter().unzip()
+    let mut failed = 0;
+    for copy in made {
+        match copy {
+            Ok((example, key)) => {
+                set.examples.push(example);
+                set.keys.push(key);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    if failed > 0 {
+        on_event(Event::Warning(format!(
+            "{failed} noisy copies of training clips could not be made (noise mixing failed); they are left out"
+        )));
+    }
+    Ok(())
 }
 
-/// Fills in each example's hidden states from the cache (`keys[i]` is
-/// example `i`'s), computing (in batches of clips of similar length) and
-/// storing the missing ones.
+/// Gives every example its frozen encoder's hidden states, from the cache
+/// (keyed by [`ExampleSet::keys`]), computing (in batches of clips of
+/// similar length) and storing the missing ones.
 fn attach_hidden_states(
-    keys: &[blake3::Hash],
-    examples: &mut [Example],
+    set: &mut ExampleSet,
     frozen: &FrozenBackbone,
     cache: &FeatureCache,
+    device: &Device,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(), ExperimentError> {
+    set.hash_files()?;
+    let layers = frozen.n_layers();
     let mut missing = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
+    for (i, key) in set.keys.iter().enumerate() {
         match cache.get(key) {
-            Some(matrix) => examples[i].hidden = Some(std::sync::Arc::new(from_matrix(matrix, frozen_layers(frozen)))),
+            Some(matrix) => set.examples[i].temporal = Some(TemporalSource::Hidden(from_matrix(matrix, layers).into())),
             None => missing.push(i),
         }
     }
-    missing.sort_by_key(|&i| examples[i].samples.as_ref().map_or(0, |s| s.len()));
-    let device = burn::tensor::Device::flex();
+    let samples_of = |example: &Example| -> std::sync::Arc<Vec<f32>> {
+        match &example.temporal {
+            Some(TemporalSource::Samples(samples)) => samples.clone(),
+            _ => unreachable!("examples without cached states carry their samples"),
+        }
+    };
+    missing.sort_by_key(|&i| samples_of(&set.examples[i]).len());
     let total = missing.len();
     for (done, batch) in missing.chunks(8).enumerate() {
-        let samples: Vec<&[f32]> = batch
-            .iter()
-            .map(|&i| {
-                examples[i]
-                    .samples
-                    .as_ref()
-                    .expect("temporal examples carry samples")
-                    .as_slice()
-            })
-            .collect();
-        let (states, n_frames) = frozen.hidden_states(&samples, &device);
+        let samples: Vec<std::sync::Arc<Vec<f32>>> = batch.iter().map(|&i| samples_of(&set.examples[i])).collect();
+        let clips: Vec<&[f32]> = samples.iter().map(|s| s.as_slice()).collect();
+        let (states, n_frames) = frozen.hidden_states(&clips, device);
         let layers: Vec<Vec<f32>> = states
             .into_iter()
             .map(|t| {
@@ -566,8 +690,8 @@ fn attach_hidden_states(
                 hidden,
                 data,
             };
-            cache.put(&keys[i], &to_matrix(&states))?;
-            examples[i].hidden = Some(std::sync::Arc::new(states));
+            cache.put(&set.keys[i], &to_matrix(&states))?;
+            set.examples[i].temporal = Some(TemporalSource::Hidden(states.into()));
         }
         on_event(Event::HiddenStates {
             done: ((done + 1) * 8).min(total),
@@ -577,28 +701,196 @@ fn attach_hidden_states(
     Ok(())
 }
 
-fn frozen_layers(frozen: &FrozenBackbone) -> usize {
-    match frozen {
-        FrozenBackbone::Wav2vec2 { encoder, .. } => encoder.config.num_hidden_layers + 1,
-        FrozenBackbone::Whisper { encoder, .. } => encoder.config.encoder_layers + 1,
-    }
-}
-
 /// Hidden states as a cache entry: rows `layers · hidden`, one column per frame
 /// (the values keep their `[layers, frames, hidden]` order).
-fn to_matrix(states: &HiddenStates) -> crate::features::FrameFeatures {
-    crate::features::FrameFeatures {
+fn to_matrix(states: &HiddenStates) -> FrameFeatures {
+    FrameFeatures {
         n_features: states.layers * states.hidden,
         n_frames: states.frames,
         data: states.data.clone(),
     }
 }
 
-fn from_matrix(matrix: crate::features::FrameFeatures, layers: usize) -> HiddenStates {
+fn from_matrix(matrix: FrameFeatures, layers: usize) -> HiddenStates {
     HiddenStates {
         layers,
         frames: matrix.n_frames,
         hidden: matrix.n_features / layers,
         data: matrix.data,
     }
+}
+
+/// Every fold of a cross-validation, and the mean ± std over them.
+#[derive(Debug, Clone, Serialize)]
+pub struct CvSummary {
+    pub protocol: &'static str,
+    pub model: &'static str,
+    pub data: Vec<String>,
+    pub summary: FoldSummary,
+    pub folds: Vec<FoldResult>,
+    pub seconds: f64,
+}
+
+/// What the caller is told while a cross-validation runs.
+pub enum CvEvent<'a> {
+    /// Fold `fold` finished in an earlier run (its results are kept).
+    DoneEarlier { fold: usize, result: &'a FoldResult },
+    /// Fold `fold` of `of` starts training.
+    FoldStarted { fold: usize, of: usize, split: &'a Split },
+    /// An event of the current fold's training.
+    Training(Event),
+    /// Fold `fold` finished (or failed: the error follows from `cross_validate`).
+    FoldFinished {
+        fold: usize,
+        result: Option<&'a FoldResult>,
+    },
+}
+
+/// Settings of a cross-validation beyond the experiment's.
+pub struct CvPlan<'a> {
+    /// One sub-folder per fold (`fold-K`), and `summary.json` / `summary.csv`.
+    pub out_dir: &'a Path,
+    pub folds: FoldOptions,
+    /// Folds to run (from 1); empty: all.
+    pub only: &'a [usize],
+    /// Share of each fold's training speakers held out for validation.
+    pub validation: f64,
+    pub resume: bool,
+}
+
+/// Trains and tests every fold. A fold finished earlier (its `results.json`
+/// exists) is not trained again and a fold with a checkpoint resumes, so a
+/// killed cross-validation, run again, continues where it stopped.
+pub fn cross_validate(
+    plan: &CvPlan,
+    corpus: &LoadedCorpus,
+    config: &ExperimentConfig,
+    device: &Device,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(CvEvent),
+) -> Result<CvSummary, ExperimentError> {
+    let folds = corpus.folds(&plan.folds)?;
+    let chosen: Vec<usize> = if plan.only.is_empty() {
+        (1..=folds.len()).collect()
+    } else {
+        plan.only.to_vec()
+    };
+    let mut results = Vec::new();
+    for k in chosen {
+        let fold = folds.get(k.wrapping_sub(1)).ok_or(FoldError::NoSuchFold {
+            fold: k,
+            count: folds.len(),
+        })?;
+        let dir = plan.out_dir.join(format!("fold-{k}"));
+        if let Some(done) = read_result(&dir) {
+            on_event(CvEvent::DoneEarlier { fold: k, result: &done });
+            results.push(done);
+            continue;
+        }
+        let name = format!("{} fold {k}", plan.folds.protocol.as_str());
+        let seed = config.training.seed;
+        let split = Split::new(
+            name,
+            corpus,
+            fold.train.clone(),
+            fold.test.clone(),
+            plan.validation,
+            seed,
+        );
+        on_event(CvEvent::FoldStarted {
+            fold: k,
+            of: folds.len(),
+            split: &split,
+        });
+        std::fs::create_dir_all(&dir).map_err(|source| ExperimentError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let run = SplitRun {
+            out_dir: &dir,
+            corpus,
+            split: &split,
+            config,
+            fold: Some(k),
+            resume: plan.resume || dir.join(train::CHECKPOINT_FILE).is_file(),
+            device,
+        };
+        let result = run.run(stop, &mut |event| on_event(CvEvent::Training(event)));
+        on_event(CvEvent::FoldFinished {
+            fold: k,
+            result: result.as_ref().ok(),
+        });
+        results.push(result?);
+    }
+    let scored: Vec<Metrics> = results.iter().filter_map(|r| r.test.clone()).collect();
+    let summary = CvSummary {
+        protocol: plan.folds.protocol.as_str(),
+        model: config.training.model.kind.as_str(),
+        data: corpus.sources.clone(),
+        summary: FoldSummary::of(&scored),
+        seconds: results.iter().map(|r| r.train_seconds).sum(),
+        folds: results,
+    };
+    write_json(&plan.out_dir.join("summary.json"), &summary)?;
+    let csv_path = plan.out_dir.join("summary.csv");
+    persist::write_atomic(&csv_path, summary.csv().as_bytes())
+        .map_err(|source| ExperimentError::Write { path: csv_path, source })?;
+    Ok(summary)
+}
+
+/// One line: the model, the data and each score's mean ± std over folds.
+impl std::fmt::Display for CvSummary {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.summary;
+        write!(
+            out,
+            "{} on {} ({} folds): UA {:.2} ± {:.2}, WA {:.2} ± {:.2}, macro-F1 {:.2} ± {:.2}",
+            self.model,
+            self.data.join(" + "),
+            s.folds,
+            100.0 * s.ua.mean,
+            100.0 * s.ua.std,
+            100.0 * s.wa.mean,
+            100.0 * s.wa.std,
+            100.0 * s.macro_f1.mean,
+            100.0 * s.macro_f1.std
+        )
+    }
+}
+
+impl CvSummary {
+    /// `summary.csv`: a row per scored fold, then the mean and std rows.
+    pub fn csv(&self) -> String {
+        let mut csv = String::from("fold,ua,wa,macro_f1,best_epoch,train_seconds\n");
+        for (i, fold) in self.folds.iter().enumerate() {
+            if let Some(test) = &fold.test {
+                csv += &format!(
+                    "{},{:.4},{:.4},{:.4},{},{:.1}\n",
+                    i + 1,
+                    test.ua,
+                    test.wa,
+                    test.macro_f1,
+                    fold.best_epoch,
+                    fold.train_seconds
+                );
+            }
+        }
+        let s = &self.summary;
+        csv += &format!("mean,{:.4},{:.4},{:.4},,\n", s.ua.mean, s.wa.mean, s.macro_f1.mean);
+        csv += &format!("std,{:.4},{:.4},{:.4},,\n", s.ua.std, s.wa.std, s.macro_f1.std);
+        csv
+    }
+}
+
+fn read_result(dir: &Path) -> Option<FoldResult> {
+    let bytes = std::fs::read(dir.join(RESULT_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ExperimentError> {
+    let json = serde_json::to_vec_pretty(value).expect("results serialise");
+    persist::write_atomic(path, &json).map_err(|source| ExperimentError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -3,19 +3,18 @@
 //! probabilities. `predict`, `eval`, `explain` and `serve` all go through it,
 //! so every number they report comes from the same code path.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
-use crate::audio::Waveform;
-use crate::data::batcher::Example;
+use crate::audio::{self, AudioError, Waveform};
 use crate::features::{FeatureError, FeatureExtractor};
-use crate::model::fusion::{EmotionModel, ModelOutput};
+use crate::model::fusion::{EmotionModel, EmotionModelConfig, ModelOutput};
+use crate::model::input::{self, Example, ExampleBuilder};
 use crate::model::saved::{self, ModelConfig, ModelDirError};
 use crate::model::temporal::FrozenBackbone;
-use crate::model::wav2vec2::Preprocessor;
-use crate::train::{model_input, predict_examples};
+use crate::model::wav2vec2::{self, Preprocessor, Wav2Vec2};
 
 /// `config.json` and `model.safetensors` of the default model, built into the
 /// binary so that `emofuse predict` works with nothing else installed (how it
@@ -27,6 +26,8 @@ const BUILTIN_WEIGHTS: &[u8] = include_bytes!("../models/default/model.safetenso
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
     #[error(transparent)]
+    Audio(#[from] AudioError),
+    #[error(transparent)]
     ModelDir(#[from] ModelDirError),
     #[error("the model's encoder: {0}")]
     Backbone(#[from] crate::model::temporal::BackboneError),
@@ -36,15 +37,16 @@ pub enum InferError {
     Clip { name: String, source: FeatureError },
     #[error("{name}: too short for the model ({samples} samples; the encoder needs at least {min})")]
     TooShort { name: String, samples: usize, min: usize },
+    #[error("{name:?}: the model's classes are {}", classes.join(", "))]
+    UnknownClass { name: String, classes: Vec<String> },
 }
 
-/// The model, its feature extractor and (for a frozen pretrained encoder) the encoder.
+/// The model, the builder of its input and (for a frozen pretrained encoder) the encoder.
 pub struct Predictor {
-    pub config: ModelConfig,
+    config: ModelConfig,
     model: EmotionModel,
-    extractor: FeatureExtractor,
+    builder: ExampleBuilder,
     frozen: Option<FrozenBackbone>,
-    preprocessor: Preprocessor,
     device: Device,
 }
 
@@ -65,6 +67,50 @@ pub struct Timeline {
     pub windows: Vec<TimelineWindow>,
 }
 
+/// One file's prediction, as `emofuse predict` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FilePrediction {
+    pub path: PathBuf,
+    pub duration_s: f64,
+    #[serde(flatten)]
+    pub prediction: Prediction,
+    pub labels: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+impl FilePrediction {
+    /// The header of the table whose rows are predictions' `Display`.
+    pub fn header(labels: &[String]) -> String {
+        let classes: String = labels.iter().map(|l| format!("{l:>9}")).collect();
+        format!("{:<40} {:<9} {:>6} {classes}", "file", "emotion", "conf")
+    }
+}
+
+/// A table row (the end of a long path, which tells files apart), and one
+/// line per timeline window.
+impl std::fmt::Display for FilePrediction {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name: Vec<char> = self.path.display().to_string().chars().collect();
+        let name: String = match name.len() {
+            0..=40 => name.iter().collect(),
+            n => std::iter::once('…').chain(name[n - 39..].iter().copied()).collect(),
+        };
+        let p = &self.prediction;
+        let probabilities: String = p.probabilities.iter().map(|p| format!("{p:>9.3}")).collect();
+        writeln!(out, "{name:<40} {:<9} {:>6.3} {probabilities}", p.label, p.confidence)?;
+        for window in self.timeline.iter().flat_map(|t| &t.windows) {
+            let p = &window.prediction;
+            writeln!(
+                out,
+                "  {:>6.2}–{:<6.2} s {:<9} {:>6.3}",
+                window.start_s, window.end_s, p.label, p.confidence
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimelineWindow {
     pub start_s: f64,
@@ -74,39 +120,34 @@ pub struct TimelineWindow {
 }
 
 impl Predictor {
-    /// The model in directory `dir`.
-    pub fn load(dir: &Path) -> Result<Predictor, InferError> {
-        let device = Device::flex();
-        let (config, model) = saved::load(dir, &device)?;
-        Self::from_parts(config, model)
+    /// The model in directory `dir`, on `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Predictor, InferError> {
+        let (config, model) = saved::load(dir, device)?;
+        Self::from_parts(config, model, device)
     }
 
-    /// The model built into the binary.
-    pub fn builtin() -> Result<Predictor, InferError> {
-        let device = Device::flex();
+    /// The model built into the binary, on `device`.
+    pub fn builtin(device: &Device) -> Result<Predictor, InferError> {
         let path = Path::new("(built-in model)");
         let config = ModelConfig::from_json(BUILTIN_CONFIG, path)?;
-        let model = saved::model_from_bytes(&config, BUILTIN_WEIGHTS.to_vec(), path, &device)?;
-        Self::from_parts(config, model)
+        let model = saved::model_from_bytes(&config, BUILTIN_WEIGHTS.to_vec(), path, device)?;
+        Self::from_parts(config, model, device)
     }
 
-    /// A predictor for a model in memory (just trained, or loaded).
-    pub fn from_parts(config: ModelConfig, model: EmotionModel) -> Result<Predictor, InferError> {
-        let device = Device::flex();
-        let extractor = FeatureExtractor::new(config.features.clone()).map_err(InferError::Features)?;
+    /// A predictor for a model in memory (just trained, or loaded) on `device`.
+    pub fn from_parts(config: ModelConfig, model: EmotionModel, device: &Device) -> Result<Predictor, InferError> {
+        let builder = ExampleBuilder::new(&config.model, &config.features, config.feature_stats.clone())
+            .map_err(InferError::Features)?;
         let backbone = &config.model.temporal.backbone;
-        let has_temporal = config.model.kind.has_temporal();
-        let frozen = (has_temporal && !backbone.is_trained())
-            .then(|| FrozenBackbone::load(backbone, &device))
+        let frozen = (config.model.kind.has_temporal() && !backbone.is_trained())
+            .then(|| FrozenBackbone::load(backbone, device))
             .transpose()?;
-        let preprocessor = backbone.preprocessor();
         Ok(Predictor {
             config,
             model: burn::module::Module::valid(&model),
-            extractor,
+            builder,
             frozen,
-            preprocessor,
-            device,
+            device: device.clone(),
         })
     }
 
@@ -119,19 +160,30 @@ impl Predictor {
         &self.config.labels
     }
 
+    /// The index of class `name` among [`Self::labels`].
+    pub fn class_index(&self, name: &str) -> Result<usize, InferError> {
+        self.labels()
+            .iter()
+            .position(|l| l == name)
+            .ok_or_else(|| InferError::UnknownClass {
+                name: name.to_owned(),
+                classes: self.labels().to_vec(),
+            })
+    }
+
     pub fn model(&self) -> &EmotionModel {
         &self.model
     }
 
     pub fn extractor(&self) -> &FeatureExtractor {
-        &self.extractor
+        self.builder.extractor()
     }
 
     pub fn device(&self) -> &Device {
         &self.device
     }
 
-    /// Samples the temporal encoder needs at least (0 without one).
+    /// Samples the temporal encoder needs at least (1 without one: any clip).
     pub fn min_samples(&self) -> usize {
         if !self.config.model.kind.has_temporal() {
             return 1;
@@ -149,34 +201,17 @@ impl Predictor {
                 min,
             });
         }
-        let mut features = self
-            .extractor
-            .extract(&waveform.samples, waveform.sample_rate)
+        self.builder
+            .from_samples(&waveform.samples, waveform.sample_rate, 0)
             .map_err(|source| InferError::Clip {
                 name: name.to_owned(),
                 source,
-            })?;
-        if let Some(stats) = &self.config.feature_stats {
-            stats.standardise(&mut features);
-        }
-        let samples = self
-            .config
-            .model
-            .kind
-            .has_temporal()
-            .then(|| std::sync::Arc::new(self.preprocessor.apply(&waveform.samples)));
-        Ok(Example {
-            features: Some(features),
-            samples,
-            raw: None,
-            hidden: None,
-            label: 0,
-        })
+            })
     }
 
     /// Class probabilities of examples, `[clips][classes]`, in batches.
     pub fn probabilities(&self, examples: &[Example]) -> Vec<f32> {
-        predict_examples(
+        probabilities(
             &self.model,
             &self.config.model,
             examples,
@@ -187,8 +222,25 @@ impl Predictor {
 
     /// Everything the model computes for a batch (explanations use the streams' outputs).
     pub fn forward(&self, examples: &[&Example]) -> ModelOutput {
-        let input = model_input(&self.config.model, examples, self.frozen.as_ref(), &self.device);
+        let input = input::model_input(&self.config.model, examples, self.frozen.as_ref(), &self.device);
         self.model.forward(input)
+    }
+
+    /// Decodes and predicts the file at `path`; with `window` (`(window_s,
+    /// hop_s)`), also the timeline of its windows.
+    pub fn predict_file(&self, path: &Path, window: Option<(f64, f64)>) -> Result<FilePrediction, InferError> {
+        let name = path.display().to_string();
+        let waveform = audio::load(path)?;
+        let timeline = window
+            .map(|(window_s, hop_s)| self.timeline(&waveform, &name, window_s, hop_s))
+            .transpose()?;
+        Ok(FilePrediction {
+            path: path.to_owned(),
+            duration_s: waveform.duration_s(),
+            prediction: self.predict(&waveform, &name)?,
+            labels: self.labels().to_vec(),
+            timeline,
+        })
     }
 
     /// Predicts one clip.
@@ -247,5 +299,120 @@ impl Predictor {
             hop_s,
             windows,
         })
+    }
+}
+
+/// Class probabilities of `examples` under `model`, in batches: `[clips][classes]`.
+/// The one way a model is run for its answer: prediction, validation during
+/// training and scoring all come through here.
+pub fn probabilities(
+    model: &EmotionModel,
+    config: &EmotionModelConfig,
+    examples: &[Example],
+    frozen: Option<&FrozenBackbone>,
+    device: &Device,
+) -> Vec<f32> {
+    let mut probabilities = Vec::with_capacity(examples.len() * config.n_classes);
+    for chunk in examples.chunks(16) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let logits = model.forward(input::model_input(config, &refs, frozen, device)).logits;
+        let probs = burn::tensor::activation::softmax(logits, 1);
+        probabilities.extend(
+            probs
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 probabilities"),
+        );
+    }
+    probabilities
+}
+
+/// A bare wav2vec 2.0 / HuBERT encoder whose hidden states users take for
+/// their own probes (`emofuse embed`).
+pub struct Embedder {
+    model: Wav2Vec2,
+    preprocessor: Preprocessor,
+    device: Device,
+}
+
+/// Which hidden states [`Embedder::embed`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedLayer {
+    /// After the final layer norm.
+    Last,
+    /// 0 = the input of the first transformer layer, N = the output of layer N.
+    Index(usize),
+    /// Every one of them.
+    All,
+}
+
+/// How [`Embedder::embed`] treats the frame axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbedPool {
+    /// Every frame.
+    None,
+    /// The mean over frames: one vector.
+    Mean,
+}
+
+impl Embedder {
+    /// The checkpoint folder `dir` on `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Embedder, wav2vec2::LoadError> {
+        let (model, preprocessor) = wav2vec2::load(dir, device)?;
+        Ok(Embedder {
+            model,
+            preprocessor,
+            device: device.clone(),
+        })
+    }
+
+    /// `last`, `all` or a layer number of this encoder.
+    pub fn layer(&self, name: &str) -> Result<EmbedLayer, String> {
+        let n_layers = self.model.config.num_hidden_layers;
+        match name {
+            "last" => Ok(EmbedLayer::Last),
+            "all" => Ok(EmbedLayer::All),
+            number => match number.parse::<usize>() {
+                Ok(i) if i <= n_layers => Ok(EmbedLayer::Index(i)),
+                _ => Err(format!(
+                    "want last, all or a layer from 0 to {n_layers}, not {number:?}"
+                )),
+            },
+        }
+    }
+
+    /// The hidden states of 16 kHz `samples`: their shape (`[frames,
+    /// hidden]`, `[layers, …]` with [`EmbedLayer::All`], no frame axis with
+    /// [`EmbedPool::Mean`]) and values; `None` for a clip too short for one frame.
+    pub fn embed(&self, samples: &[f32], layer: EmbedLayer, pool: EmbedPool) -> Option<(Vec<u64>, Vec<f32>)> {
+        let n = samples.len();
+        if self.model.config.n_frames(n) == 0 {
+            return None;
+        }
+        let data = TensorData::new(self.preprocessor.apply(samples), [1, n]);
+        let output = self.model.forward(Tensor::<2>::from_data(data, &self.device), &[n]);
+        let chosen: Vec<Tensor<3>> = match layer {
+            EmbedLayer::Last => vec![output.last_hidden_state],
+            EmbedLayer::Index(i) => vec![output.hidden_states[i].clone()],
+            EmbedLayer::All => output.hidden_states,
+        };
+        let per_layer: Vec<Tensor<2>> = chosen
+            .into_iter()
+            .map(|h| match pool {
+                EmbedPool::None => h.squeeze_dim(0),             // [frames, hidden]
+                EmbedPool::Mean => h.mean_dim(1).squeeze_dim(0), // [1, hidden]
+            })
+            .collect();
+        let [frames, hidden] = per_layer[0].dims();
+        let layers = (layer == EmbedLayer::All).then_some(per_layer.len() as u64);
+        let frames = (pool == EmbedPool::None).then_some(frames as u64);
+        let shape = layers.into_iter().chain(frames).chain([hidden as u64]).collect();
+        let values = Tensor::cat(per_layer, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .expect("f32 data");
+        Some((shape, values))
     }
 }

@@ -8,6 +8,7 @@ pub mod audio;
 pub mod augment;
 pub mod bench;
 pub mod data;
+pub mod device;
 pub mod eval;
 pub mod experiment;
 pub mod explain;

@@ -82,6 +82,8 @@ pub enum NoiseError {
     Metadata { path: PathBuf, reason: String },
     #[error("{}: no readable noise clips", path.display())]
     Empty { path: PathBuf },
+    #[error("{}: too few recordings for a training pool apart from the test pool (training noise must not be heard in evaluation)", path.display())]
+    NoTrainPool { path: PathBuf },
 }
 
 /// Why a mixture could not be made.
@@ -214,6 +216,17 @@ impl NoiseBank {
             problems: Vec::new(),
         };
         (pool(train), pool(test))
+    }
+
+    /// The train pool of [`Self::split`], which training needs to hold a clip.
+    pub fn train_pool(&self, seed: u64) -> Result<NoiseBank, NoiseError> {
+        let (train, _) = self.split(seed);
+        if train.clips.is_empty() {
+            return Err(NoiseError::NoTrainPool {
+                path: self.root.clone(),
+            });
+        }
+        Ok(train)
     }
 
     /// Categories, sorted.
@@ -418,18 +431,6 @@ fn class_folder_entry(root: &Path, path: &Path) -> Option<Entry> {
         recording: relative.with_extension("").to_string_lossy().into_owned(),
         fold: None,
     })
-}
-
-/// Noise mixing during training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NoiseAugmentConfig {
-    /// The noise corpus; its train pool is used.
-    pub dir: PathBuf,
-    /// SNRs drawn uniformly from this range, in dB.
-    pub snr_db: (f64, f64),
-    /// Share of training clips that get noise.
-    pub probability: f64,
-    pub reference: SnrReference,
 }
 
 /// Per-category counts of a bank, for reports.

@@ -148,6 +148,55 @@ pub fn write_npy(path: &Path, shape: &[u64], data: &[f32]) -> std::io::Result<()
     write_atomic(path, &bytes)
 }
 
+/// Where the `.npy` arrays of several inputs go: one file for a single
+/// input, else `<input stem>.npy` in a folder.
+pub enum NpyTarget {
+    File(PathBuf),
+    Folder(PathBuf),
+}
+
+impl NpyTarget {
+    /// Where the arrays of `inputs` go (`out` ending in `.npy` is a file);
+    /// two inputs may not share an output file.
+    pub fn new(out: &Path, inputs: &[PathBuf]) -> Result<Self, String> {
+        let is_npy = out.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("npy"));
+        let target = match (is_npy, inputs.len()) {
+            (true, 1) => NpyTarget::File(out.to_owned()),
+            (true, n) => {
+                return Err(format!(
+                    "{}: one .npy file cannot hold {n} inputs; give a folder",
+                    out.display()
+                ));
+            }
+            (false, _) => NpyTarget::Folder(out.to_owned()),
+        };
+        let mut seen = std::collections::HashMap::new();
+        for input in inputs {
+            if let Some(first) = seen.insert(target.path_for(input), input) {
+                return Err(format!(
+                    "{} and {} would both be written to {}",
+                    first.display(),
+                    input.display(),
+                    target.path_for(input).display()
+                ));
+            }
+        }
+        Ok(target)
+    }
+
+    pub fn path_for(&self, input: &Path) -> PathBuf {
+        match self {
+            NpyTarget::File(file) => file.clone(),
+            NpyTarget::Folder(dir) => {
+                let stem = input
+                    .file_stem()
+                    .map_or_else(|| "audio".into(), |s| s.to_string_lossy());
+                dir.join(format!("{stem}.npy"))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::util::{emofuse, shared_data};
+use crate::util::{emofuse, emofuse_ok, shared_data};
 
 fn json_of(args: &[&str]) -> Value {
     let output = emofuse(args);
@@ -58,8 +58,7 @@ fn readme_main_command_runs_on_the_bundled_example() {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/ravdess-mini/Actor_01/03-01-05-02-01-01-01.flac"
     );
-    let output = emofuse(&["predict", example, "--json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = emofuse_ok(&["predict", example, "--json"]);
     let prediction: Value = serde_json::from_slice(&output.stdout).unwrap();
     let labels = [
         "neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise",

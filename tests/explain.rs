@@ -7,8 +7,7 @@ use emofuse::audio;
 use emofuse::explain::{self, ExplainOptions};
 use emofuse::infer::Predictor;
 
-use crate::train::tiny_manifest;
-use crate::util::{emofuse, shared_data};
+use crate::util::{emofuse, emofuse_ok, shared_data, tiny_manifest, train_tiny};
 
 fn ravdess_clip(actor: u32, name: &str) -> std::path::PathBuf {
     shared_data()
@@ -56,14 +55,13 @@ fn png_size(path: &std::path::Path) -> (u32, u32) {
 fn explain_writes_a_picture_and_consistent_numbers_with_the_builtin_model() {
     let out = tempfile::tempdir().unwrap();
     let clip = ravdess_clip(3, "03-01-05-02-01-01-03.flac");
-    let output = emofuse(&[
+    let output = emofuse_ok(&[
         "explain",
         clip.to_str().unwrap(),
         "--out",
         out.path().to_str().unwrap(),
         "--json",
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
     check_explanation(&printed[0]);
     let written: Value = serde_json::from_slice(&std::fs::read(out.path().join("explanation.json")).unwrap()).unwrap();
@@ -75,7 +73,7 @@ fn explain_writes_a_picture_and_consistent_numbers_with_the_builtin_model() {
 
 #[test]
 fn spectral_saliency_beats_random_deletion_on_real_clips() {
-    let predictor = Predictor::builtin().unwrap();
+    let predictor = Predictor::builtin(&burn::tensor::Device::flex()).unwrap();
     let options = ExplainOptions::default();
     let (mut salient, mut random) = (0.0, 0.0);
     let names = [
@@ -104,27 +102,11 @@ fn spectral_saliency_beats_random_deletion_on_real_clips() {
 #[test]
 fn a_fusion_model_is_explained_on_both_streams() {
     let dir = tempfile::tempdir().unwrap();
+    let model = train_tiny(dir.path(), "fusion-gated", "model", &[]);
     let manifest = tiny_manifest(dir.path());
-    let model = dir.path().join("model");
-    let output = emofuse(&[
-        "train",
-        "--data",
-        manifest.to_str().unwrap(),
-        "--model",
-        "fusion-gated",
-        "--epochs",
-        "1",
-        "--validation",
-        "0",
-        "--out",
-        model.to_str().unwrap(),
-        "--cache-dir",
-        dir.path().join("cache").to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let out = dir.path().join("explained");
     let clip = ravdess_clip(1, "03-01-05-02-01-01-01.flac");
-    let output = emofuse(&[
+    let output = emofuse_ok(&[
         "explain",
         clip.to_str().unwrap(),
         "--model",
@@ -137,7 +119,6 @@ fn a_fusion_model_is_explained_on_both_streams() {
         out.to_str().unwrap(),
         "--json",
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let e: Value = serde_json::from_slice(&output.stdout).unwrap();
     let e = &e[0];
     check_explanation(e);
@@ -148,7 +129,7 @@ fn a_fusion_model_is_explained_on_both_streams() {
 
     let study = dir.path().join("study");
     let noise = shared_data().join("noise/urbansound8k");
-    let output = emofuse(&[
+    let output = emofuse_ok(&[
         "explain",
         "--snr-study",
         "--model",
@@ -165,7 +146,6 @@ fn a_fusion_model_is_explained_on_both_streams() {
         study.to_str().unwrap(),
         "--json",
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let rows: Value = serde_json::from_slice(&output.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2, "one row per SNR");

@@ -1,48 +1,25 @@
 //! Parity with librosa 0.11 on the golden files of `scripts/golden_features.py`,
 //! the `features` and `prepare` commands, and the feature cache under kills.
 
-use std::path::{Path, PathBuf};
-
 use emofuse::audio;
 use emofuse::features::cache::FeatureCache;
 use emofuse::features::{FeatureConfig, FeatureExtractor};
 use serde_json::Value;
 
-use crate::util::{emofuse, shared_data};
+use crate::util::{emofuse, emofuse_ok, golden_dir, golden_index, max_abs_error, read_golden, shared_data};
 
 /// MFCC and log-mel: max absolute error, in dB-scale units.
 const DB_TOLERANCE: f32 = 1e-3;
 /// RMS: max relative error.
 const RMS_TOLERANCE: f32 = 1e-5;
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/features")
-}
-
 fn read_f32(entry: &Value) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(golden_dir().join(entry["file"].as_str().unwrap())).unwrap();
-    let values = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let shape = entry["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    (shape, values)
-}
-
-fn max_abs_error(ours: &[f32], golden: &[f32]) -> f32 {
-    assert_eq!(ours.len(), golden.len());
-    ours.iter().zip(golden).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    read_golden(&golden_dir("features"), entry)
 }
 
 #[test]
 fn features_match_librosa() {
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let index = golden_index("features");
     let params = &index["params"];
     let config = FeatureConfig::default();
     assert_eq!(params["n_fft"], config.n_fft);
@@ -106,8 +83,7 @@ fn features_command_writes_json_and_npy() {
         .extract(&audio::load(wav).unwrap().samples, 16_000)
         .unwrap();
 
-    let output = emofuse(&["features", wav, "--json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = emofuse_ok(&["features", wav, "--json"]);
     let record: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(record["names"].as_array().unwrap().len(), 42);
     assert_eq!(record["names"][40], "zcr");
@@ -116,8 +92,7 @@ fn features_command_writes_json_and_npy() {
     assert_eq!(rms, expected.row(41));
 
     let npy = dir.path().join("tone.npy");
-    let output = emofuse(&["features", wav, "--npy", npy.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    emofuse_ok(&["features", wav, "--npy", npy.to_str().unwrap()]);
     let bytes = std::fs::read(&npy).unwrap();
     let array = npyz::NpyFile::new(&bytes[..]).unwrap();
     assert_eq!(array.shape(), &[42, expected.n_frames as u64]);
@@ -193,8 +168,7 @@ fn feature_cache_survives_kills_during_prepare() {
     };
     let after_kills = check(7);
     assert!(after_kills < clips.len().div_ceil(7), "the kills interrupted the work");
-    let output = emofuse(&args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    emofuse_ok(&args);
     assert_eq!(
         check(7),
         clips.len().div_ceil(7),

@@ -21,7 +21,7 @@ fn clip_bytes() -> Vec<u8> {
 }
 
 fn app(config: ServeConfig) -> Router {
-    router(Predictor::builtin().unwrap(), config)
+    router(Predictor::builtin(&burn::tensor::Device::flex()).unwrap(), config)
 }
 
 fn multipart(bytes: &[u8], name: &str) -> (String, Vec<u8>) {
@@ -61,7 +61,7 @@ async fn predict_answers_as_the_library_does_from_a_form_and_a_raw_body() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(from_form["label"], from_raw["label"]);
 
-    let predictor = Predictor::builtin().unwrap();
+    let predictor = Predictor::builtin(&burn::tensor::Device::flex()).unwrap();
     let waveform = emofuse::audio::load_bytes(&bytes, "clip", &Default::default()).unwrap();
     let expected = predictor.predict(&waveform, "clip").unwrap();
     assert_eq!(from_form["label"], expected.label.as_str());

@@ -7,30 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{emofuse, shared_data};
-
-/// A manifest of 56 RAVDESS clips: 4 actors, 4 emotions, 2 of the 4
-/// statement × repetition takes.
-pub fn tiny_manifest(dir: &Path) -> PathBuf {
-    let root = shared_data().join("ravdess/Audio_Speech_Actors_01-24");
-    let mut rows = String::from("path,label,speaker\n");
-    for actor in 1..=4 {
-        for (code, label) in [("01", "neutral"), ("03", "happy"), ("04", "sad"), ("05", "angry")] {
-            // Neutral has only the normal intensity.
-            let intensities: &[&str] = if code == "01" { &["01"] } else { &["01", "02"] };
-            for intensity in intensities {
-                for take in ["01-01", "02-02"] {
-                    let name = format!("03-01-{code}-{intensity}-{take}-{actor:02}.flac");
-                    let path = root.join(format!("Actor_{actor:02}")).join(name);
-                    rows += &format!("{},{label},{actor}\n", path.display());
-                }
-            }
-        }
-    }
-    let manifest = dir.join("tiny.csv");
-    std::fs::write(&manifest, rows).unwrap();
-    manifest
-}
+use crate::util::{emofuse, golden_dir, shared_data, tiny_manifest, train_tiny};
 
 fn train_args(manifest: &Path, out: &Path, cache: &Path) -> Vec<String> {
     [
@@ -78,9 +55,7 @@ fn run(args: &[String]) -> std::process::Output {
 
 /// [`run`], which must succeed.
 fn run_ok(args: &[String]) -> std::process::Output {
-    let output = run(args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    output
+    crate::util::emofuse_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Starts emofuse with `args` and kills it (SIGKILL) once `ready` holds
@@ -203,33 +178,19 @@ fn ctrl_c_checkpoints_and_resume_continues() {
 #[test]
 fn a_frozen_encoder_trains_on_cached_clean_and_noisy_hidden_states() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = tiny_manifest(dir.path());
     let cache = dir.path().join("cache");
-    let backbone = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/whisper/hf");
+    let backbone = golden_dir("whisper").join("hf");
     let noise = shared_data().join("noise/urbansound8k");
     let run = |out: &str| {
-        let output = emofuse(&[
-            "train",
-            "--data",
-            manifest.to_str().unwrap(),
-            "--model",
-            "fusion-gated",
+        let extra = [
             "--backbone",
             backbone.to_str().unwrap(),
             "--noise-dir",
             noise.to_str().unwrap(),
             "--snr-range",
             "0:10",
-            "--epochs",
-            "1",
-            "--validation",
-            "0",
-            "--out",
-            dir.path().join(out).to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        ];
+        std::fs::read(train_tiny(dir.path(), "fusion-gated", out, &extra).join("model.safetensors")).unwrap()
     };
     let entries = || -> usize {
         walk(&cache.join("hidden"))
@@ -237,16 +198,14 @@ fn a_frozen_encoder_trains_on_cached_clean_and_noisy_hidden_states() {
             .filter(|p| p.extension().is_some_and(|e| e == "feat"))
             .count()
     };
-    run("first");
+    let first = run("first");
     let cached = entries();
     assert!(
         cached >= 3 * 56,
         "56 clean clips + 2 noisy copies each, got {cached} entries"
     );
-    run("second");
+    let second = run("second");
     assert_eq!(entries(), cached, "the second run reuses every cached state");
-    let first = std::fs::read(dir.path().join("first/model.safetensors")).unwrap();
-    let second = std::fs::read(dir.path().join("second/model.safetensors")).unwrap();
     assert_eq!(first, second, "same seed, same noisy copies, same weights");
 }
 

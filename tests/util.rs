@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests: synthetic audio bytes, temporary
-//! corpora, the real data folder and the `emofuse` executable.
+//! corpora, the real data folder, golden files and the `emofuse` executable.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use serde_json::Value;
 
 /// `../shared/data`, the real test bed beside the checkout.
 pub fn shared_data() -> PathBuf {
@@ -13,6 +15,40 @@ pub fn shared_data() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// `tests/golden/<family>`: the golden files of one generator script.
+pub fn golden_dir(family: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(family)
+}
+
+/// The `index.json` of a golden family: what was computed, from what.
+pub fn golden_index(family: &str) -> Value {
+    let path = golden_dir(family).join("index.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The array an index entry (`{"file", "shape"}`) names in `dir`: its shape
+/// and little-endian f32 values.
+pub fn read_golden(dir: &Path, entry: &Value) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(dir.join(entry["file"].as_str().unwrap())).unwrap();
+    let values = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let shape = entry["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    (shape, values)
+}
+
+/// The largest absolute difference of two equally long arrays.
+pub fn max_abs_error(ours: &[f32], golden: &[f32]) -> f32 {
+    assert_eq!(ours.len(), golden.len());
+    ours.iter().zip(golden).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
 /// A sine of `freq` Hz at amplitude `amp`, `n` samples at `rate`.
@@ -155,4 +191,61 @@ pub fn emofuse(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("emofuse runs")
+}
+
+/// [`emofuse`], which must succeed.
+pub fn emofuse_ok(args: &[&str]) -> Output {
+    let output = emofuse(args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// A manifest of 56 RAVDESS clips in `dir`: 4 actors, 4 emotions, 2 of the
+/// 4 statement × repetition takes.
+pub fn tiny_manifest(dir: &Path) -> PathBuf {
+    let root = shared_data().join("ravdess/Audio_Speech_Actors_01-24");
+    let mut rows = String::from("path,label,speaker\n");
+    for actor in 1..=4 {
+        for (code, label) in [("01", "neutral"), ("03", "happy"), ("04", "sad"), ("05", "angry")] {
+            // Neutral has only the normal intensity.
+            let intensities: &[&str] = if code == "01" { &["01"] } else { &["01", "02"] };
+            for intensity in intensities {
+                for take in ["01-01", "02-02"] {
+                    let name = format!("03-01-{code}-{intensity}-{take}-{actor:02}.flac");
+                    let path = root.join(format!("Actor_{actor:02}")).join(name);
+                    rows += &format!("{},{label},{actor}\n", path.display());
+                }
+            }
+        }
+    }
+    let manifest = dir.join("tiny.csv");
+    std::fs::write(&manifest, rows).unwrap();
+    manifest
+}
+
+/// Trains a `kind` model for one epoch, without validation, on the
+/// [`tiny_manifest`] in `dir` into `dir/<out>` (with `extra` flags), and
+/// returns the model folder.
+pub fn train_tiny(dir: &Path, kind: &str, out: &str, extra: &[&str]) -> PathBuf {
+    let manifest = tiny_manifest(dir);
+    let model = dir.join(out);
+    let cache = dir.join("cache");
+    let mut args = vec![
+        "train",
+        "--data",
+        manifest.to_str().unwrap(),
+        "--model",
+        kind,
+        "--epochs",
+        "1",
+        "--validation",
+        "0",
+        "--out",
+        model.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    emofuse_ok(&args);
+    model
 }

@@ -9,29 +9,10 @@ use emofuse::audio;
 use emofuse::model::wav2vec2::{self, Wav2Vec2Output};
 use serde_json::Value;
 
-use crate::util::shared_data;
+use crate::util::{golden_dir, golden_index, max_abs_error, read_golden, shared_data};
 
 /// Max absolute error allowed against `transformers`' hidden states.
 const TOLERANCE: f32 = 1e-4;
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wav2vec2")
-}
-
-fn read_golden(dir: &Path, entry: &Value) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(dir.join(entry["file"].as_str().unwrap())).unwrap();
-    let values = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let shape = entry["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    (shape, values)
-}
 
 /// Rows `0..frames` of item `index` of a `[batch, frames, hidden]` tensor.
 fn clip_frames(tensor: &Tensor<3>, index: usize, frames: usize) -> Vec<f32> {
@@ -42,11 +23,6 @@ fn clip_frames(tensor: &Tensor<3>, index: usize, frames: usize) -> Vec<f32> {
         .into_data()
         .try_to_vec::<f32>()
         .unwrap()
-}
-
-fn max_error(ours: &[f32], golden: &[f32]) -> f32 {
-    assert_eq!(ours.len(), golden.len());
-    ours.iter().zip(golden).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
 /// Compares clip `index` of `output` with a golden `[1 or batch, frames, hidden]` entry.
@@ -69,7 +45,7 @@ fn compare(what: &str, dir: &Path, output: &Wav2Vec2Output, index: usize, golden
         let hidden = shape[2];
         let per_item = shape[1] * hidden;
         let theirs = &values[golden_index * per_item..golden_index * per_item + frames * hidden];
-        worst = worst.max(max_error(&clip_frames(ours, index, frames), theirs));
+        worst = worst.max(max_abs_error(&clip_frames(ours, index, frames), theirs));
     }
     assert!(worst <= TOLERANCE, "{what}: max abs error {worst:e}");
     worst
@@ -91,8 +67,7 @@ fn batch_of(clips: &[Vec<f32>], device: &Device) -> (Tensor<2>, Vec<usize>) {
 #[test]
 fn checkpoints_match_transformers() {
     let device = Device::flex();
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let index = golden_index("wav2vec2");
     let clip_names = ["ravdess", "tess"];
     let raw: Vec<Vec<f32>> = clip_names
         .iter()
@@ -105,7 +80,7 @@ fn checkpoints_match_transformers() {
     let models = index["models"].as_object().unwrap();
     assert_eq!(models.len(), 3);
     for (name, entry) in models {
-        let dir = golden_dir().join(entry["dir"].as_str().unwrap());
+        let dir = golden_dir("wav2vec2").join(entry["dir"].as_str().unwrap());
         let (model, preprocessor) = wav2vec2::load(&dir, &device).unwrap_or_else(|err| panic!("{name}: {err}"));
         let inputs: Vec<Vec<f32>> = raw.iter().map(|clip| preprocessor.apply(clip)).collect();
         for (i, clip) in clip_names.iter().enumerate() {
@@ -143,7 +118,7 @@ fn checkpoints_match_transformers() {
 
 /// A copy of the tiny base-like checkpoint whose tensors `edit` may change.
 fn edited_checkpoint(edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> tempfile::TempDir {
-    let source = golden_dir().join("w2v2_base_like");
+    let source = golden_dir("wav2vec2").join("w2v2_base_like");
     let dir = tempfile::tempdir().unwrap();
     for file in ["config.json", "preprocessor_config.json"] {
         std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
@@ -225,7 +200,7 @@ fn bad_folders_and_configs_are_refused_clearly() {
 
     let no_weights = tempfile::tempdir().unwrap();
     std::fs::copy(
-        golden_dir().join("w2v2_base_like/config.json"),
+        golden_dir("wav2vec2").join("w2v2_base_like/config.json"),
         no_weights.path().join("config.json"),
     )
     .unwrap();
@@ -252,8 +227,7 @@ fn bad_folders_and_configs_are_refused_clearly() {
 fn full_size_base_matches_transformers() {
     let dir = PathBuf::from(std::env::var("EMOFUSE_W2V2_FULL").expect("EMOFUSE_W2V2_FULL names the folder"));
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let index = golden_index("wav2vec2");
     let device = Device::flex();
     let (model, preprocessor) = wav2vec2::load(&dir, &device).unwrap();
     let clip = audio::load(shared_data().join(index["clips"]["ravdess"].as_str().unwrap())).unwrap();
@@ -266,13 +240,12 @@ fn full_size_base_matches_transformers() {
 
 #[test]
 fn embed_command_writes_every_hidden_state() {
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let index = golden_index("wav2vec2");
     let clip = shared_data().join(index["clips"]["tess"].as_str().unwrap());
-    let checkpoint = golden_dir().join("w2v2_large_like");
+    let checkpoint = golden_dir("wav2vec2").join("w2v2_large_like");
     let out = tempfile::tempdir().unwrap();
     let npy = out.path().join("tess.npy");
-    let output = crate::util::emofuse(&[
+    crate::util::emofuse_ok(&[
         "embed",
         clip.to_str().unwrap(),
         "--checkpoint",
@@ -282,7 +255,6 @@ fn embed_command_writes_every_hidden_state() {
         "--npy",
         npy.to_str().unwrap(),
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let bytes = std::fs::read(&npy).unwrap();
     let array = npyz::NpyFile::new(&bytes[..]).unwrap();
     let shape = array.shape().to_vec();
@@ -292,7 +264,7 @@ fn embed_command_writes_every_hidden_state() {
     for (layer, entry) in golden.as_array().unwrap().iter().enumerate() {
         let (_, expected) = read_golden(&checkpoint, entry);
         let ours = &values[layer * expected.len()..(layer + 1) * expected.len()];
-        assert!(max_error(ours, &expected) <= TOLERANCE, "layer {layer}");
+        assert!(max_abs_error(ours, &expected) <= TOLERANCE, "layer {layer}");
     }
 
     let output = crate::util::emofuse(&[

@@ -9,35 +9,11 @@ use emofuse::audio;
 use emofuse::model::whisper::{self, WhisperMel, WhisperMode};
 use serde_json::Value;
 
-use crate::util::shared_data;
+use crate::util::{golden_dir, golden_index, max_abs_error, read_golden, shared_data};
 
 /// Max absolute error of the log-mel input ((log10 + 4) / 4 units) and of the hidden states.
 const MEL_TOLERANCE: f32 = 1e-4;
 const TOLERANCE: f32 = 1e-4;
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/whisper")
-}
-
-fn read(dir: &Path, entry: &Value) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(dir.join(entry["file"].as_str().unwrap())).unwrap();
-    let values = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let shape = entry["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    (shape, values)
-}
-
-fn max_error(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
 
 /// `[n_mels, frames]` → the first `keep` frames of each row.
 fn first_frames(data: &[f32], frames: usize, keep: usize) -> Vec<f32> {
@@ -67,9 +43,9 @@ fn check_encoder(
         .chain([&output.last_hidden_state])
         .zip(states.iter().chain([&golden["last_hidden_state"]]))
     {
-        let (shape, theirs) = read(dir, entry);
+        let (shape, theirs) = read_golden(dir, entry);
         let ours: Vec<f32> = ours.clone().narrow(1, 0, shape[0]).into_data().try_to_vec().unwrap();
-        worst = worst.max(max_error(&ours, &theirs));
+        worst = worst.max(max_abs_error(&ours, &theirs));
     }
     assert!(worst <= TOLERANCE, "{what}: max abs error {worst:e}");
     worst
@@ -77,10 +53,9 @@ fn check_encoder(
 
 #[test]
 fn front_end_and_encoder_match_transformers() {
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let index = golden_index("whisper");
     let device = Device::flex();
-    let hf = golden_dir().join("hf");
+    let hf = golden_dir("whisper").join("hf");
     let (encoder, config) = whisper::load(&hf, &device).unwrap();
     let front_end = WhisperMel::new(config.num_mel_bins);
     for (clip, golden) in index["hf"].as_object().unwrap() {
@@ -91,16 +66,16 @@ fn front_end_and_encoder_match_transformers() {
 
         let mel30 = front_end.compute(&samples, WhisperMode::Padded30s);
         assert_eq!((mel30.n_mels, mel30.n_frames), (80, 3000));
-        let (shape, theirs) = read(&hf, &golden["log_mel"]);
-        let mel_error = max_error(&first_frames(&mel30.data, 3000, shape[1]), &theirs);
+        let (shape, theirs) = read_golden(&hf, &golden["log_mel"]);
+        let mel_error = max_abs_error(&first_frames(&mel30.data, 3000, shape[1]), &theirs);
         let trimmed = front_end.compute(&samples, WhisperMode::Trimmed);
-        let (shape, theirs) = read(&hf, &golden["log_mel_trimmed"]);
+        let (shape, theirs) = read_golden(&hf, &golden["log_mel_trimmed"]);
         assert_eq!(
             [trimmed.n_mels, trimmed.n_frames],
             [shape[0], shape[1]],
             "{clip}: trimmed frame count"
         );
-        let trimmed_error = max_error(&trimmed.data, &theirs);
+        let trimmed_error = max_abs_error(&trimmed.data, &theirs);
         eprintln!("{clip:>8}: log-mel max error {mel_error:.2e} (30 s), {trimmed_error:.2e} (trimmed)");
         assert!(
             mel_error <= MEL_TOLERANCE && trimmed_error <= MEL_TOLERANCE,
@@ -115,10 +90,9 @@ fn front_end_and_encoder_match_transformers() {
 
 #[test]
 fn ctranslate2_files_load_and_convert() {
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let index = golden_index("whisper");
     let device = Device::flex();
-    let ct2 = golden_dir().join("ct2");
+    let ct2 = golden_dir("whisper").join("ct2");
     let golden = &index["ct2"]["ravdess"]["mode30"];
     let samples = audio::load(shared_data().join(index["clips"]["ravdess"].as_str().unwrap()))
         .unwrap()
@@ -157,8 +131,7 @@ fn ctranslate2_files_load_and_convert() {
 fn whisper_base_matches_transformers() {
     let dir = PathBuf::from(std::env::var("EMOFUSE_WHISPER_BASE").expect("EMOFUSE_WHISPER_BASE names the folder"));
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).unwrap()).unwrap();
+    let index = golden_index("whisper");
     let (encoder, config) = whisper::load(&dir, &Device::flex()).unwrap();
     let samples = audio::load(shared_data().join(index["clips"]["ravdess"].as_str().unwrap()))
         .unwrap()
@@ -166,8 +139,8 @@ fn whisper_base_matches_transformers() {
     let front_end = WhisperMel::new(config.num_mel_bins);
     let golden = &golden["ravdess"];
     let mel30 = front_end.compute(&samples, WhisperMode::Padded30s);
-    let (shape, theirs) = read(&dir, &golden["log_mel"]);
-    let mel_error = max_error(&first_frames(&mel30.data, 3000, shape[1]), &theirs);
+    let (shape, theirs) = read_golden(&dir, &golden["log_mel"]);
+    let mel_error = max_abs_error(&first_frames(&mel30.data, 3000, shape[1]), &theirs);
     // Whisper-base's middle layers carry activations of ~430, where f32
     // rounding alone (ours and PyTorch's) is ~1e-3: the bound is 1e-3
     // absolute or 5e-6 of the layer's largest value, whichever is larger.
@@ -183,9 +156,9 @@ fn whisper_base_matches_transformers() {
             .zip(entry["hidden_states"].as_array().unwrap())
             .enumerate()
         {
-            let (shape, theirs) = read(&dir, entry);
+            let (shape, theirs) = read_golden(&dir, entry);
             let ours: Vec<f32> = ours.clone().narrow(1, 0, shape[0]).into_data().try_to_vec().unwrap();
-            let error = max_error(&ours, &theirs);
+            let error = max_abs_error(&ours, &theirs);
             let largest = theirs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             eprintln!(
                 "whisper-base {mode}: hidden state {layer}: max abs error {error:.2e}, largest value {largest:.1}, relative {:.1e}",

@@ -24,7 +24,7 @@ fn app() -> &'static (tokio::runtime::Runtime, Router) {
             max_duration_s: 10.0,
             ..ServeConfig::default()
         };
-        (runtime, router(Predictor::builtin().unwrap(), config))
+        (runtime, router(Predictor::builtin(&burn::tensor::Device::flex()).unwrap(), config))
     })
 }
 

@@ -1,5 +1,6 @@
-//! Command-line flags and one function per command. Results go to stdout
-//! (a table, or JSON with `--json`), progress and problems to stderr.
+//! Command-line flags and one function per command: parse, call the library,
+//! print. Results go to stdout (a table, or JSON with `--json`), progress
+//! and problems to stderr.
 
 mod backbone;
 mod bench;
@@ -13,16 +14,21 @@ mod serve;
 mod train;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use emofuse::data::Problem;
-
-pub use data::ProtocolName;
+use emofuse::data::folds::{FoldError, FoldOptions, FoldSource, Protocol, ProtocolName, TestFold};
+use emofuse::data::{Dataset, DatasetKind, Problem};
+use emofuse::device::DeviceChoice;
+use emofuse::experiment::ExperimentError;
+use emofuse::infer::Predictor;
+use emofuse::train::TrainError;
 
 /// Speech emotion recognition that holds up in real noise and says why.
 #[derive(Debug, Parser)]
@@ -73,6 +79,10 @@ enum Command {
 
 /// Runs the parsed command; the exit code is non-zero when files were skipped.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    dispatch(cli).map_err(with_hint)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Data { command } => data::run(command),
         Command::Prepare(args) => features::prepare(&args),
@@ -90,6 +100,145 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// A library error with the flags that would get past it: the library
+/// says what is wrong, the command line knows which of its flags fix it.
+fn with_hint(err: anyhow::Error) -> anyhow::Error {
+    let hint = err.chain().find_map(|cause| {
+        // Transparent wrappers hide their inner error from the chain: look inside.
+        let experiment = cause.downcast_ref::<ExperimentError>();
+        let train = cause.downcast_ref::<TrainError>().or(match experiment {
+            Some(ExperimentError::Train(inner)) => Some(inner),
+            _ => None,
+        });
+        let folds = cause.downcast_ref::<FoldError>().or(match experiment {
+            Some(ExperimentError::Folds(inner)) => Some(inner),
+            _ => None,
+        });
+        match (experiment, train, folds) {
+            (Some(ExperimentError::Interrupted), _, _) => Some("run the same command with --resume to continue"),
+            (_, Some(TrainError::ConfigChanged { .. }), _) => {
+                Some("train again without --resume, or into another --out")
+            }
+            (_, _, Some(FoldError::EmoboxSpeakerDependent { .. })) => {
+                Some("--protocol loso for a cross-speaker split, or --allow-speaker-overlap to reproduce EmoBox")
+            }
+            (_, _, Some(FoldError::EmoboxPooled { .. })) => Some("use --protocol kfold or loso"),
+            _ => None,
+        }
+    });
+    match hint {
+        Some(hint) => anyhow::anyhow!("{err:#} ({hint})"),
+        None => err,
+    }
+}
+
+/// `--device`, on every command that runs a model.
+#[derive(Debug, Args)]
+pub struct DeviceArg {
+    /// Where models run: cpu, or gpu / gpu:N (a build with the `gpu` feature).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+}
+
+impl DeviceArg {
+    pub fn open(&self) -> Result<Device> {
+        self.device.open().with_context(|| format!("--device {}", self.device))
+    }
+}
+
+/// `--snr`: the conditions of a noise sweep.
+#[derive(Debug, Args)]
+pub struct SnrArgs {
+    /// Conditions: `clean` and SNRs in dB.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "clean,20,10,5,0,-5",
+        allow_hyphen_values = true,
+        value_parser = parse_snr
+    )]
+    pub snr: Vec<Option<f64>>,
+}
+
+/// `clean` → `None`, a number of dB → `Some`.
+fn parse_snr(text: &str) -> Result<Option<f64>, String> {
+    match text.trim() {
+        "clean" => Ok(None),
+        v => v
+            .parse::<f64>()
+            .ok()
+            .filter(|snr| snr.is_finite())
+            .map(Some)
+            .ok_or_else(|| format!("want clean or a number of dB, not {v:?}")),
+    }
+}
+
+/// The test fold of `train` and `eval`: `--fold K` of `--protocol` or of `--fold-file`.
+#[derive(Debug, Args)]
+pub struct FoldArgs {
+    /// Test on this fold (from 1) of --protocol or --fold-file.
+    #[arg(long)]
+    fold: Option<usize>,
+    #[arg(long, value_enum, requires = "fold")]
+    protocol: Option<ProtocolName>,
+    /// A folds JSON (`emofuse data folds --json`) to take the test fold from.
+    #[arg(long, conflicts_with = "protocol", requires = "fold")]
+    fold_file: Option<PathBuf>,
+    /// Folds for `--protocol kfold`.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+}
+
+impl FoldArgs {
+    /// The test fold, if one is asked for; `--fold` alone is refused, not ignored.
+    pub fn test_fold(&self, seed: u64, allow_speaker_overlap: bool) -> Result<Option<TestFold>> {
+        let source = match (&self.protocol, &self.fold_file) {
+            (Some(name), _) => FoldSource::Protocol(FoldOptions {
+                protocol: Protocol::from_name(*name, self.k),
+                seed,
+                allow_speaker_overlap,
+            }),
+            (None, Some(file)) => FoldSource::File(file.clone()),
+            (None, None) => match self.fold {
+                Some(k) => bail!("--fold {k} needs --protocol or --fold-file to say which folds it is one of"),
+                None => return Ok(None),
+            },
+        };
+        let fold = self.fold.expect("clap requires --fold with --protocol and --fold-file");
+        Ok(Some(TestFold { source, fold }))
+    }
+}
+
+/// A corpus as commands name it.
+#[derive(Debug, Args)]
+pub struct CorpusArgs {
+    /// Corpus folder (official layout), or a .csv/.jsonl manifest.
+    pub dir: PathBuf,
+    /// Which layout to read; `auto` recognises it from the file names.
+    #[arg(long, value_enum, default_value_t = DatasetKind::Auto)]
+    pub dataset: DatasetKind,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn load_corpus(args: &CorpusArgs) -> Result<Dataset> {
+    emofuse::data::load(&args.dir, args.dataset).context("cannot read the corpus")
+}
+
+/// Loads `--model`, or the built-in model.
+pub fn load_predictor(model: Option<&Path>, device: &Device) -> Result<Predictor> {
+    match model {
+        Some(dir) => Predictor::load(dir, device).with_context(|| format!("cannot load the model {}", dir.display())),
+        None => Predictor::builtin(device).context("cannot load the built-in model"),
+    }
+}
+
+/// `--cache-dir`, or `$EMOFUSE_CACHE`, or `~/.cache/emofuse`.
+pub fn cache_root(cache_dir: Option<&Path>) -> PathBuf {
+    cache_dir.map_or_else(emofuse::persist::cache_root, Path::to_path_buf)
+}
+
 pub fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
     let bar = ProgressBar::new(len).with_message(message);
     bar.set_style(
@@ -102,7 +251,7 @@ pub fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
 /// Prints each skipped file as `path: reason` on stderr; exit code 2 if any.
 pub fn report_problems(problems: &[Problem]) -> ExitCode {
     for problem in problems {
-        eprintln!("{}: {}", problem.path.display(), problem.reason);
+        eprintln!("{}", problem_line(problem));
     }
     if problems.is_empty() {
         ExitCode::SUCCESS
@@ -112,17 +261,38 @@ pub fn report_problems(problems: &[Problem]) -> ExitCode {
     }
 }
 
+/// Prints each clip a bulk command left out; exit code 2 if any.
+pub fn left_out(problems: &[String]) -> ExitCode {
+    for problem in problems {
+        eprintln!("{problem} (left out)");
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// `path: reason`, the path once (most reasons name their file already).
+pub fn problem_line(problem: &Problem) -> String {
+    let path = problem.path.display().to_string();
+    if problem.reason.starts_with(&path) {
+        problem.reason.clone()
+    } else {
+        format!("{path}: {}", problem.reason)
+    }
+}
+
 pub fn print_json(value: &impl Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value).context("cannot write JSON")?;
     writeln!(out).context("cannot write to stdout")
 }
 
-/// `key: count` pairs separated by commas.
-pub fn joined<K>(counts: &std::collections::BTreeMap<K, usize>, name: impl Fn(&K) -> String) -> String {
-    counts
-        .iter()
-        .map(|(key, count)| format!("{}: {count}", name(key)))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The report as JSON with `json`, else as its table.
+pub fn emit(json: bool, report: &(impl Serialize + std::fmt::Display)) -> Result<()> {
+    if json {
+        return print_json(report);
+    }
+    write!(std::io::stdout().lock(), "{report}").context("cannot write to stdout")
 }

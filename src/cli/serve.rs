@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use emofuse::serve::{self, ServeConfig};
 
-use super::predict::load_predictor;
+use super::{DeviceArg, load_predictor};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -37,16 +37,31 @@ pub struct ServeArgs {
     /// Requests waiting for an inference before new ones get 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
-    let predictor = load_predictor(args.model.as_deref())?;
+    let limits = [
+        ("--max-body-mb", args.max_body_mb),
+        ("--max-duration", args.max_duration),
+        ("--max-explain-duration", args.max_explain_duration),
+        ("--timeout", args.timeout),
+    ];
+    for (flag, value) in limits {
+        if !(value.is_finite() && value > 0.0) {
+            bail!("{flag} {value}: want a positive number");
+        }
+    }
+    let request_timeout =
+        Duration::try_from_secs_f64(args.timeout).with_context(|| format!("--timeout {}: too long", args.timeout))?;
+    let predictor = load_predictor(args.model.as_deref(), &args.device.open()?)?;
     let defaults = ServeConfig::default();
     let config = ServeConfig {
         max_body_bytes: (args.max_body_mb * 1024.0 * 1024.0) as usize,
         max_duration_s: args.max_duration,
         max_explain_duration_s: args.max_explain_duration,
-        request_timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
+        request_timeout,
         max_concurrent: args.max_concurrent.unwrap_or(defaults.max_concurrent).max(1),
         max_queue: args.max_queue,
         ..defaults

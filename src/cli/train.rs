@@ -1,7 +1,7 @@
 //! `emofuse train` (one model, optionally scored on a test fold) and
 //! `emofuse cv` (every fold of a protocol, mean ± std).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,25 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 
-use emofuse::data::examples;
-use emofuse::data::folds::{self, FoldOptions, Protocol};
-use emofuse::data::{self, Clip, DatasetKind, Problem};
-use emofuse::eval::FoldSummary;
-use emofuse::experiment::{self, ExperimentConfig, FoldResult, LoadedCorpus, Split};
-use emofuse::features::cache::FeatureCache;
-use emofuse::features::{FeatureConfig, FeatureExtractor};
+use emofuse::augment::{Augment, NoiseAugmentConfig};
+use emofuse::data::DatasetKind;
+use emofuse::data::corpus::LoadedCorpus;
+use emofuse::data::folds::{FoldOptions, Protocol, ProtocolName};
+use emofuse::experiment::{self, CvEvent, CvPlan, ExperimentConfig, FoldResult, Split, SplitRun, Teacher};
 use emofuse::model::fusion::{EmotionModelConfig, ModelKind};
-use emofuse::model::spectral_cnn::SpectralCnnConfig;
-use emofuse::model::temporal::{BackboneConfig, TemporalConfig};
-use emofuse::model::wav2vec2::{self, Wav2Vec2Config};
-use emofuse::model::whisper::{self, WhisperMode};
-use emofuse::noise::{NoiseAugmentConfig, SnrReference};
-use emofuse::persist;
-use emofuse::train::{Augment, Balance, Distillation, Event, Schedule, TrainingConfig};
+use emofuse::model::saved::ModelFolder;
+use emofuse::model::temporal::BackboneConfig;
+use emofuse::model::whisper::WhisperMode;
+use emofuse::noise::SnrReference;
+use emofuse::train::{Balance, Event, Schedule, TrainingConfig};
 
-use super::{ProtocolName, print_json, progress_bar};
+use super::{DeviceArg, FoldArgs, cache_root, print_json, problem_line, progress_bar, report_problems};
 
 /// The data and model options `train` and `cv` share.
 #[derive(Debug, Args)]
@@ -133,6 +128,8 @@ pub struct TrainOptions {
     /// [default: $EMOFUSE_CACHE or ~/.cache/emofuse].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,18 +145,9 @@ pub struct TrainArgs {
     /// Output folder: the model (config.json, model.safetensors), its log, checkpoint and scores.
     #[arg(long)]
     out: PathBuf,
-    /// Test on one fold of this protocol (numbered from 1); without it every clip trains.
-    #[arg(long, value_enum, requires = "fold")]
-    protocol: Option<ProtocolName>,
-    /// A folds JSON (`emofuse data folds --json`) to take the test fold from.
-    #[arg(long, conflicts_with = "protocol", requires = "fold")]
-    fold_file: Option<PathBuf>,
-    /// Which fold is the test set (from 1).
-    #[arg(long)]
-    fold: Option<usize>,
-    /// Folds for `--protocol kfold`.
-    #[arg(long, default_value_t = 5)]
-    k: usize,
+    /// Without a test fold every clip trains.
+    #[command(flatten)]
+    fold: FoldArgs,
 }
 
 #[derive(Debug, Args)]
@@ -180,151 +168,87 @@ pub struct CvArgs {
 
 pub fn train(args: &TrainArgs) -> Result<ExitCode> {
     let options = &args.options;
+    let device = options.device.open()?;
+    let test_fold = args.fold.test_fold(options.seed, options.allow_speaker_overlap)?;
+    let config = experiment_config(options)?;
     let stop = stop_flag()?;
     let corpus = load_corpora(options)?;
-    let (name, train, test) = match (&args.protocol, &args.fold_file, args.fold) {
-        (Some(protocol), _, Some(k)) => {
-            let folds = make_folds(&corpus, *protocol, args.k, options)?;
-            let fold = folds
-                .get(k.wrapping_sub(1))
-                .with_context(|| format!("--fold {k}: there are {} folds", folds.len()))?;
-            (
-                format!("{} fold {k}", protocol.as_str()),
-                fold.train.clone(),
-                fold.test.clone(),
-            )
+    let (name, train, test) = match &test_fold {
+        Some(fold) => {
+            let (train, test) = fold.split(&corpus.clips).context("cannot make the test fold")?;
+            (fold.name(), train, test)
         }
-        (None, Some(file), Some(k)) => {
-            let (train, test) = fold_from_file(&corpus, file, k)?;
-            (format!("{} fold {k}", file.display()), train, test)
-        }
-        _ => ("all clips".to_owned(), (0..corpus.clips.len()).collect(), Vec::new()),
+        None => ("all clips".to_owned(), (0..corpus.clips.len()).collect(), Vec::new()),
     };
     let split = Split::new(name, &corpus, train, test, options.validation, options.seed);
-    let config = with_teacher(experiment_config(options)?, options, args.fold)?;
-    let result = run_one(&args.out, &corpus, &split, &config, options.resume, &stop)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let run = SplitRun {
+        out_dir: &args.out,
+        corpus: &corpus,
+        split: &split,
+        config: &config,
+        fold: test_fold.map(|fold| fold.fold),
+        resume: options.resume,
+        device: &device,
+    };
+    let mut progress = TrainingProgress::default();
+    let result = run.run(&stop, &mut |event| progress.show(event));
+    progress.finish();
+    let result = result?;
+    print_test_scores(&result);
     print_json(&result)?;
-    Ok(super::report_problems(&corpus.problems))
-}
-
-#[derive(Serialize)]
-struct CvSummary<'a> {
-    protocol: &'static str,
-    model: &'static str,
-    data: &'a [String],
-    summary: FoldSummary,
-    folds: Vec<FoldResult>,
-    seconds: f64,
+    Ok(report_problems(&corpus.problems))
 }
 
 pub fn cv(args: &CvArgs) -> Result<ExitCode> {
     let options = &args.options;
+    let device = options.device.open()?;
+    let config = experiment_config(options)?;
     let stop = stop_flag()?;
     let corpus = load_corpora(options)?;
-    let folds = make_folds(&corpus, args.protocol, args.k, options)?;
-    let config = experiment_config(options)?;
-    let chosen: Vec<usize> = if args.folds.is_empty() {
-        (1..=folds.len()).collect()
-    } else {
-        args.folds.clone()
+    let plan = CvPlan {
+        out_dir: &args.out,
+        folds: FoldOptions {
+            protocol: Protocol::from_name(args.protocol, args.k),
+            seed: options.seed,
+            allow_speaker_overlap: options.allow_speaker_overlap,
+        },
+        only: &args.folds,
+        validation: options.validation,
+        resume: options.resume,
     };
-    let mut results = Vec::new();
-    for k in chosen {
-        let fold = folds
-            .get(k.wrapping_sub(1))
-            .with_context(|| format!("fold {k}: there are {} folds", folds.len()))?;
-        let dir = args.out.join(format!("fold-{k}"));
-        // A finished fold is not trained again: cv can be killed and restarted.
-        if let Some(done) = read_result(&dir) {
-            eprintln!(
-                "fold {k}: done earlier (UA {:.2})",
-                100.0 * done.test.as_ref().map_or(0.0, |m| m.ua)
-            );
-            results.push(done);
-            continue;
+    let mut progress = TrainingProgress::default();
+    let summary = experiment::cross_validate(&plan, &corpus, &config, &device, &stop, &mut |event| match event {
+        CvEvent::DoneEarlier { fold, result } => {
+            let ua = result.test.as_ref().map_or(0.0, |m| m.ua);
+            eprintln!("fold {fold}: done earlier (UA {:.2})", 100.0 * ua);
         }
-        let name = format!("{} fold {k}", args.protocol.as_str());
-        let split = Split::new(
-            name,
-            &corpus,
-            fold.train.clone(),
-            fold.test.clone(),
-            options.validation,
-            options.seed,
-        );
-        eprintln!(
-            "fold {k}/{}: {} train, {} validation, {} test clips",
-            folds.len(),
+        CvEvent::FoldStarted { fold, of, split } => eprintln!(
+            "fold {fold}/{of}: {} train, {} validation, {} test clips",
             split.train.len(),
             split.validation.len(),
             split.test.len()
-        );
-        let resume = options.resume || dir.join(emofuse::train::CHECKPOINT_FILE).is_file();
-        let config = with_teacher(config.clone(), options, Some(k))?;
-        let result = run_one(&dir, &corpus, &split, &config, resume, &stop)?;
-        if let Some(test) = &result.test {
-            eprintln!(
-                "fold {k}: UA {:.2}  WA {:.2}  macro-F1 {:.2}",
-                100.0 * test.ua,
-                100.0 * test.wa,
-                100.0 * test.macro_f1
-            );
+        ),
+        CvEvent::Training(event) => progress.show(event),
+        CvEvent::FoldFinished { fold, result } => {
+            std::mem::take(&mut progress).finish();
+            if let Some(result) = result {
+                print_test_scores(result);
+                if let Some(test) = &result.test {
+                    eprintln!("fold {fold}: {test}");
+                }
+            }
         }
-        results.push(result);
-    }
-    let scored: Vec<_> = results.iter().filter_map(|r| r.test.clone()).collect();
-    let summary = CvSummary {
-        protocol: args.protocol.as_str(),
-        model: options.model.as_str(),
-        data: &corpus.sources,
-        summary: FoldSummary::of(&scored),
-        seconds: results.iter().map(|r| r.train_seconds).sum(),
-        folds: results,
-    };
-    let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
-    persist::write_atomic(&args.out.join("summary.json"), &json).context("cannot write summary.json")?;
-    persist::write_atomic(&args.out.join("summary.csv"), summary_csv(&summary).as_bytes())
-        .context("cannot write summary.csv")?;
-    let s = &summary.summary;
-    println!(
-        "{} on {} ({} folds): UA {:.2} ± {:.2}, WA {:.2} ± {:.2}, macro-F1 {:.2} ± {:.2}",
-        summary.model,
-        summary.data.join(" + "),
-        s.folds,
-        100.0 * s.ua.mean,
-        100.0 * s.ua.std,
-        100.0 * s.wa.mean,
-        100.0 * s.wa.std,
-        100.0 * s.macro_f1.mean,
-        100.0 * s.macro_f1.std
-    );
-    Ok(super::report_problems(&corpus.problems))
+    });
+    progress.finish();
+    println!("{}", summary?);
+    Ok(report_problems(&corpus.problems))
 }
 
-fn summary_csv(summary: &CvSummary) -> String {
-    let mut csv = String::from("fold,ua,wa,macro_f1,best_epoch,train_seconds\n");
-    for (i, fold) in summary.folds.iter().enumerate() {
-        if let Some(test) = &fold.test {
-            csv += &format!(
-                "{},{:.4},{:.4},{:.4},{},{:.1}\n",
-                i + 1,
-                test.ua,
-                test.wa,
-                test.macro_f1,
-                fold.best_epoch,
-                fold.train_seconds
-            );
-        }
+fn print_test_scores(result: &FoldResult) {
+    if let Some(test) = &result.test {
+        eprintln!("{}: test {test}", result.split);
     }
-    let s = &summary.summary;
-    csv += &format!("mean,{:.4},{:.4},{:.4},,\n", s.ua.mean, s.wa.mean, s.macro_f1.mean);
-    csv += &format!("std,{:.4},{:.4},{:.4},,\n", s.ua.std, s.wa.std, s.macro_f1.std);
-    csv
-}
-
-fn read_result(dir: &Path) -> Option<FoldResult> {
-    let bytes = std::fs::read(dir.join(experiment::RESULT_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 /// Ctrl-C sets the flag; training checkpoints and stops at the next batch.
@@ -342,109 +266,85 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn run_one(
-    out: &Path,
-    corpus: &LoadedCorpus,
-    split: &Split,
-    config: &ExperimentConfig,
-    resume: bool,
-    stop: &AtomicBool,
-) -> Result<FoldResult> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut bar: Option<ProgressBar> = None;
-    let hidden_bar = progress_bar(0, "encoder hidden states");
-    let teacher_bar = progress_bar(0, "teacher's probabilities");
-    let mut on_event = |event: Event| match event {
-        Event::HiddenStates { done, total } => {
-            hidden_bar.set_length(total as u64);
-            hidden_bar.set_position(done as u64);
-        }
-        Event::Teacher { done, total } => {
-            teacher_bar.set_length(total as u64);
-            teacher_bar.set_position(done as u64);
-        }
-        Event::Started {
-            epochs,
-            batches_per_epoch,
-            resumed_at,
-        } => {
-            let progress = ProgressBar::new((epochs * batches_per_epoch) as u64);
-            progress.set_style(
-                ProgressStyle::with_template("{msg:50} {bar:30} {percent:>3}% [{elapsed_precise}, eta {eta}]")
-                    .expect("the template is valid"),
-            );
-            if let Some((epoch, batch)) = resumed_at {
-                progress.set_position((epoch * batches_per_epoch + batch) as u64);
-                progress.reset_eta();
-                eprintln!("resuming after epoch {epoch}, batch {batch}");
+/// The progress bars of one training run.
+#[derive(Default)]
+struct TrainingProgress {
+    /// Work before training (hidden states, the teacher's labels), by message.
+    stages: Vec<(&'static str, ProgressBar)>,
+    training: Option<ProgressBar>,
+}
+
+impl TrainingProgress {
+    fn show(&mut self, event: Event) {
+        match event {
+            Event::HiddenStates { done, total } => self.stage("encoder hidden states", done, total),
+            Event::Teacher { done, total } => self.stage("teacher's probabilities", done, total),
+            Event::Started {
+                epochs,
+                batches_per_epoch,
+                resumed_at,
+            } => {
+                let bar = ProgressBar::new((epochs * batches_per_epoch) as u64);
+                bar.set_style(
+                    ProgressStyle::with_template("{msg:50} {bar:30} {percent:>3}% [{elapsed_precise}, eta {eta}]")
+                        .expect("the template is valid"),
+                );
+                if let Some((epoch, batch)) = resumed_at {
+                    bar.set_position((epoch * batches_per_epoch + batch) as u64);
+                    bar.reset_eta();
+                    eprintln!("resuming after epoch {epoch}, batch {batch}");
+                }
+                self.training = Some(bar);
             }
-            bar = Some(progress);
-        }
-        Event::Batch { epoch, loss, .. } => {
-            if let Some(bar) = &bar {
-                bar.inc(1);
-                bar.set_message(format!("epoch {} loss {loss:.3}", epoch + 1));
+            Event::Batch { epoch, loss, .. } => {
+                if let Some(bar) = &self.training {
+                    bar.inc(1);
+                    bar.set_message(format!("epoch {} loss {loss:.3}", epoch + 1));
+                }
             }
+            // Printed even when the bar is hidden (stderr not a terminal), for logs.
+            Event::Epoch(log) => match &self.training {
+                Some(bar) => bar.suspend(|| eprintln!("{log}")),
+                None => eprintln!("{log}"),
+            },
+            Event::Warning(warning) => eprintln!("warning: {warning}"),
         }
-        Event::Epoch(log) => {
-            if let Some(bar) = &bar {
-                let validation = log
-                    .validation_ua
-                    .map_or(String::new(), |ua| format!(", validation UA {:.2}", 100.0 * ua));
-                // Printed even when the bar is hidden (stderr not a terminal), for logs.
-                bar.suspend(|| {
-                    eprintln!(
-                        "epoch {:>3}: train loss {:.4}{validation}{}",
-                        log.epoch,
-                        log.train_loss,
-                        if log.best { " *" } else { "" }
-                    )
-                });
-            }
-        }
-    };
-    let result = experiment::run(out, corpus, split, config, resume, stop, &mut on_event);
-    hidden_bar.finish_and_clear();
-    teacher_bar.finish_and_clear();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
     }
-    let result = result?;
-    if let Some(test) = &result.test {
-        eprintln!(
-            "{}: test UA {:.2}, WA {:.2}, macro-F1 {:.2}",
-            result.split,
-            100.0 * test.ua,
-            100.0 * test.wa,
-            100.0 * test.macro_f1
-        );
+
+    fn stage(&mut self, message: &'static str, done: usize, total: usize) {
+        let at = match self.stages.iter().position(|(m, _)| *m == message) {
+            Some(at) => at,
+            None => {
+                self.stages.push((message, progress_bar(0, message)));
+                self.stages.len() - 1
+            }
+        };
+        let bar = &self.stages[at].1;
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
     }
-    Ok(result)
+
+    fn finish(self) {
+        let bars = self.stages.into_iter().map(|(_, bar)| bar).chain(self.training);
+        for bar in bars {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
     if !(0.0..1.0).contains(&options.validation) {
         bail!("--validation is a share of the training speakers, from 0 (none) to below 1");
     }
-    let backbone = resolve_backbone(options)?;
-    let n_features = FeatureConfig::default().n_features();
-    let model = EmotionModelConfig {
-        kind: options.model,
-        spectral: SpectralCnnConfig::new()
-            .with_channels_in(n_features)
-            .with_channels(vec![64, options.width, options.width])
-            .with_dropout(options.spectral_dropout),
-        temporal: TemporalConfig {
-            backbone,
-            d_model: options.width,
-            attention_dim: 64,
-            dropout: options.dropout,
-        },
-        classifier_hidden: options.width,
-        dropout: options.dropout,
-        // Set from the training labels by the experiment.
-        n_classes: 0,
-    };
+    let backbone = BackboneConfig::from_name(&options.backbone, options.finetune, options.whisper_mode)
+        .with_context(|| format!("--backbone {}", options.backbone))?;
+    let model = EmotionModelConfig::new(
+        options.model,
+        backbone,
+        options.width,
+        options.dropout,
+        options.spectral_dropout,
+    );
     let schedule = match options.schedule {
         ScheduleName::Cosine => Schedule::Cosine,
         ScheduleName::Plateau => Schedule::Plateau {
@@ -482,146 +382,44 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
         },
         half: options.half,
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        cache_dir: cache_root(options),
+        cache_dir: cache_root(options.cache_dir.as_deref()),
+        teacher: teacher(options)?,
     })
 }
 
-/// `--teacher` for fold `fold` (or the whole run): a model folder as given,
-/// or the `fold-K` model of a `cv` folder.
-fn with_teacher(mut config: ExperimentConfig, options: &TrainOptions, fold: Option<usize>) -> Result<ExperimentConfig> {
+/// `--teacher`: a model folder, or a `cv` folder whose fold-K model teaches fold K.
+fn teacher(options: &TrainOptions) -> Result<Option<Teacher>> {
     let Some(dir) = &options.teacher else {
-        return Ok(config);
+        return Ok(None);
     };
-    let dir = match fold {
-        Some(k) if !dir.join("config.json").is_file() => dir.join(format!("fold-{k}")),
-        _ => dir.clone(),
-    };
-    if !dir.join("config.json").is_file() {
-        bail!(
-            "--teacher {}: not a model folder (no config.json){}",
-            dir.display(),
-            if fold.is_some() {
-                " nor a cv folder with this fold"
-            } else {
-                ""
-            }
-        );
-    }
     if !(0.0..=1.0).contains(&options.teacher_weight) || options.teacher_temperature <= 0.0 {
         bail!("--teacher-weight is a share (0 to 1) and --teacher-temperature must be positive");
     }
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("--teacher {}", dir.display()))?;
-    config.training.distillation = Some(Distillation {
-        teacher: dir.display().to_string(),
+    Ok(Some(Teacher {
+        folder: ModelFolder::open(dir).with_context(|| format!("--teacher {}", dir.display()))?,
         weight: options.teacher_weight,
         temperature: options.teacher_temperature,
-    });
-    Ok(config)
+    }))
 }
 
 /// Every corpus of `--data`, decoded with features (through the cache).
 fn load_corpora(options: &TrainOptions) -> Result<LoadedCorpus> {
-    let mut clips: Vec<Clip> = Vec::new();
-    let mut problems: Vec<Problem> = Vec::new();
-    let mut sources = Vec::new();
-    for dir in &options.data {
-        let dataset =
-            data::load(dir, options.dataset).with_context(|| format!("cannot read the corpus {}", dir.display()))?;
-        sources.push(format!(
-            "{} ({}, {} clips)",
-            dir.display(),
-            dataset.corpus.as_str(),
-            dataset.clips.len()
-        ));
-        clips.extend(dataset.clips);
-        problems.extend(dataset.problems);
-    }
-    let config = FeatureConfig::default();
-    let extractor = FeatureExtractor::new(config.clone())?;
-    // The same layout as `emofuse prepare`: features under <cache root>/features.
-    let cache = FeatureCache::open(cache_root(options).join("features"), &config)?;
-    let progress = progress_bar(clips.len() as u64, "audio and features");
-    let loaded = examples::load_audio(&clips, &extractor, Some(&cache), || progress.inc(1));
+    let progress = progress_bar(0, "audio and features");
+    let corpus = LoadedCorpus::load(
+        &options.data,
+        options.dataset,
+        &cache_root(options.cache_dir.as_deref()),
+        |total| {
+            progress.set_length(total as u64);
+            progress.inc(1);
+        },
+    )
+    .context("cannot read the corpora")?;
     progress.finish_and_clear();
-    let mut kept_clips = Vec::new();
-    let mut audio = Vec::new();
-    for (clip, result) in clips.into_iter().zip(loaded) {
-        match result {
-            Ok(a) => {
-                kept_clips.push(clip);
-                audio.push(a);
-            }
-            Err(err) => problems.push(Problem {
-                path: clip.path.clone(),
-                reason: err.to_string(),
-            }),
-        }
+    for problem in &corpus.problems {
+        eprintln!("{} (left out)", problem_line(problem));
     }
-    for problem in &problems {
-        eprintln!("{}: {} (left out)", problem.path.display(), problem.reason);
-    }
-    Ok(LoadedCorpus {
-        clips: kept_clips,
-        audio,
-        sources,
-        problems,
-    })
-}
-
-fn make_folds(
-    corpus: &LoadedCorpus,
-    protocol: ProtocolName,
-    k: usize,
-    options: &TrainOptions,
-) -> Result<Vec<folds::Fold>> {
-    let corpora: std::collections::BTreeSet<_> = corpus.clips.iter().map(|c| c.corpus).collect();
-    let protocol = match protocol {
-        ProtocolName::Emobox => Protocol::Emobox,
-        ProtocolName::Kfold => Protocol::Kfold { k },
-        ProtocolName::Loso => Protocol::Loso,
-    };
-    if protocol == Protocol::Emobox && corpora.len() != 1 {
-        bail!("EmoBox folds are per corpus; pool corpora with --protocol kfold or loso");
-    }
-    let corpus_kind = *corpora.iter().next().context("no clips")?;
-    let options = FoldOptions {
-        protocol,
-        seed: options.seed,
-        allow_speaker_overlap: options.allow_speaker_overlap,
-    };
-    folds::make_folds(&corpus.clips, corpus_kind, &options).context("cannot make folds")
-}
-
-/// Train/test indices of fold `k` of a folds JSON, matched to the corpus by path.
-fn fold_from_file(corpus: &LoadedCorpus, file: &Path, k: usize) -> Result<(Vec<usize>, Vec<usize>)> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
-    let folds = json["folds"]
-        .as_array()
-        .with_context(|| format!("{}: no \"folds\" list", file.display()))?;
-    let fold = folds
-        .get(k.wrapping_sub(1))
-        .with_context(|| format!("{}: --fold {k}, but it has {} folds", file.display(), folds.len()))?;
-    let test_paths: std::collections::HashSet<PathBuf> = fold["test"]
-        .as_array()
-        .with_context(|| format!("{}: fold {k} has no \"test\" list", file.display()))?
-        .iter()
-        .filter_map(|p| {
-            p.as_str()
-                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p)))
-        })
-        .collect();
-    let (test, train): (Vec<usize>, Vec<usize>) = (0..corpus.clips.len()).partition(|&i| {
-        let path = &corpus.clips[i].path;
-        test_paths.contains(&std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
-    });
-    if test.is_empty() {
-        bail!("{}: none of fold {k}'s test files is in --data", file.display());
-    }
-    Ok((train, test))
+    Ok(corpus)
 }
 
 /// `low:high` in dB.
@@ -633,58 +431,4 @@ fn parse_range(text: &str) -> Result<(f64, f64), String> {
         return Err(format!("{low} is above {high}"));
     }
     Ok((low, high))
-}
-
-fn cache_root(options: &TrainOptions) -> PathBuf {
-    options.cache_dir.clone().unwrap_or_else(persist::cache_root)
-}
-
-/// `--backbone`: scratch, whisper-base, or a checkpoint folder of either family.
-fn resolve_backbone(options: &TrainOptions) -> Result<BackboneConfig> {
-    let path = match options.backbone.as_str() {
-        "scratch" => {
-            return Ok(BackboneConfig::Scratch {
-                encoder: Wav2Vec2Config::small(),
-            });
-        }
-        "whisper-base" => {
-            let dir = persist::cache_root().join("backbones/whisper-base");
-            if !dir.join("model.safetensors").is_file() {
-                bail!(
-                    "--backbone whisper-base: {} is missing; run scripts/get-whisper-base.sh",
-                    dir.display()
-                );
-            }
-            dir
-        }
-        dir => PathBuf::from(dir),
-    };
-    let path = path
-        .canonicalize()
-        .with_context(|| format!("--backbone {}", path.display()))?;
-    let config_path = path.join("config.json");
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&config_path)
-            .with_context(|| format!("--backbone: cannot read {}", config_path.display()))?,
-    )
-    .with_context(|| format!("--backbone: {} is not JSON", config_path.display()))?;
-    if json["model_type"] == "whisper" {
-        if options.finetune {
-            bail!("--finetune: Whisper backbones are frozen");
-        }
-        let (_, encoder) = whisper::load(&path, &burn::tensor::Device::flex()).context("--backbone")?;
-        return Ok(BackboneConfig::Whisper {
-            path,
-            encoder,
-            mode: options.whisper_mode,
-        });
-    }
-    let encoder = Wav2Vec2Config::from_file(&config_path).context("--backbone")?;
-    let (_, preprocessor) = wav2vec2::load(&path, &burn::tensor::Device::flex()).context("--backbone")?;
-    Ok(BackboneConfig::Wav2vec2 {
-        path,
-        encoder,
-        preprocessor,
-        finetune: options.finetune,
-    })
 }

@@ -11,13 +11,15 @@
 //! EmoBox's test lists only when speaker overlap is explicitly allowed.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Clip, Corpus};
+use super::{Clip, Corpus, Dataset, Problem, joined};
 
 /// Actors in each RAVDESS test fold of EmoBox (`data/ravdess/fold_{1..6}`).
 const EMOBOX_RAVDESS: [[&str; 4]; 6] = [
@@ -49,6 +51,46 @@ pub enum Protocol {
     Loso,
 }
 
+/// A protocol as the user names it (its parameters given apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolName {
+    /// EmoBox's published folds (RAVDESS, SAVEE; TESS and CREMA-D need speaker overlap allowed).
+    Emobox,
+    /// k folds of whole speakers, shuffled by the seed.
+    Kfold,
+    /// Leave one speaker out.
+    Loso,
+}
+
+impl Protocol {
+    /// The protocol `name` with `k` folds (used by `kfold` only).
+    pub fn from_name(name: ProtocolName, k: usize) -> Protocol {
+        match name {
+            ProtocolName::Emobox => Protocol::Emobox,
+            ProtocolName::Kfold => Protocol::Kfold { k },
+            ProtocolName::Loso => Protocol::Loso,
+        }
+    }
+
+    /// The short name that split names and reports use: `emobox`, `kfold`, `loso`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Emobox => "emobox",
+            Protocol::Kfold { .. } => "kfold",
+            Protocol::Loso => "loso",
+        }
+    }
+
+    /// A longer name for tables: `speaker 5-fold`, `leave-one-speaker-out`.
+    pub fn description(self) -> String {
+        match self {
+            Protocol::Emobox => "emobox".into(),
+            Protocol::Kfold { k } => format!("speaker {k}-fold"),
+            Protocol::Loso => "leave-one-speaker-out".into(),
+        }
+    }
+}
+
 /// One train/test split, as indices into the clip list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fold {
@@ -77,11 +119,21 @@ pub enum FoldError {
     #[error("EmoBox defines folds for ravdess, savee, tess and crema-d, not {corpus}")]
     NoEmoboxFolds { corpus: &'static str },
     #[error(
-        "EmoBox's {corpus} split is file-level: every speaker is in both train and test; use leave-one-speaker-out (--protocol loso) for a cross-speaker split, or allow speaker overlap (--allow-speaker-overlap) to reproduce EmoBox"
+        "EmoBox's {corpus} split is file-level: every speaker is in both train and test; use leave-one-speaker-out folds for a cross-speaker split, or allow speaker overlap to reproduce EmoBox"
     )]
     EmoboxSpeakerDependent { corpus: &'static str },
     #[error("fewer than 2 speakers ({speakers}): no speaker-independent split exists")]
     TooFewSpeakers { speakers: usize },
+    #[error(
+        "EmoBox folds are per corpus, and these clips pool {corpora}; pooled corpora need k-fold or leave-one-speaker-out folds"
+    )]
+    EmoboxPooled { corpora: usize },
+    #[error("no clips to split")]
+    NoClips,
+    #[error("there is no fold {fold}: there are {count} folds (numbered from 1)")]
+    NoSuchFold { fold: usize, count: usize },
+    #[error("{}: {detail}", path.display())]
+    FoldFile { path: PathBuf, detail: String },
 }
 
 /// Options of [`make_folds`].
@@ -121,6 +173,192 @@ pub fn make_folds(clips: &[Clip], corpus: Corpus, options: &FoldOptions) -> Resu
         check_fold(clips, fold, index + 1, !speaker_dependent)?;
     }
     Ok(folds)
+}
+
+/// [`make_folds`] of clips that may pool several corpora (EmoBox's folds,
+/// being per corpus, need a single one).
+pub fn make_pooled_folds(clips: &[Clip], options: &FoldOptions) -> Result<Vec<Fold>, FoldError> {
+    let corpora: BTreeSet<Corpus> = clips.iter().map(|c| c.corpus).collect();
+    if options.protocol == Protocol::Emobox && corpora.len() > 1 {
+        return Err(FoldError::EmoboxPooled { corpora: corpora.len() });
+    }
+    let corpus = *corpora.first().ok_or(FoldError::NoClips)?;
+    make_folds(clips, corpus, options)
+}
+
+/// The test fold of a run: fold `fold` (from 1) of a protocol, or of a folds
+/// file written by [`FoldsReport`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestFold {
+    pub source: FoldSource,
+    pub fold: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FoldSource {
+    Protocol(FoldOptions),
+    File(PathBuf),
+}
+
+impl TestFold {
+    /// The split's name, as results and provenance record it: `emobox fold 3`,
+    /// `folds.json fold 2`.
+    pub fn name(&self) -> String {
+        match &self.source {
+            FoldSource::Protocol(options) => format!("{} fold {}", options.protocol.as_str(), self.fold),
+            FoldSource::File(path) => format!("{} fold {}", path.display(), self.fold),
+        }
+    }
+
+    /// `(train, test)` indices into `clips`.
+    pub fn split(&self, clips: &[Clip]) -> Result<(Vec<usize>, Vec<usize>), FoldError> {
+        match &self.source {
+            FoldSource::Protocol(options) => {
+                let folds = make_pooled_folds(clips, options)?;
+                let fold = folds.get(self.fold.wrapping_sub(1)).ok_or(FoldError::NoSuchFold {
+                    fold: self.fold,
+                    count: folds.len(),
+                })?;
+                Ok((fold.train.clone(), fold.test.clone()))
+            }
+            FoldSource::File(path) => read_fold_file(path, self.fold, clips),
+        }
+    }
+}
+
+/// What `emofuse data folds --json` writes: every fold by file path, with
+/// its test speakers and class balance. [`read_fold_file`] reads it back.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoldsReport {
+    pub dataset: &'static str,
+    pub protocol: Protocol,
+    pub seed: u64,
+    pub speaker_independent: bool,
+    pub folds: Vec<FoldReport>,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FoldReport {
+    pub train: Vec<String>,
+    pub test: Vec<String>,
+    pub test_speakers: Vec<String>,
+    pub train_labels: BTreeMap<String, usize>,
+    pub test_labels: BTreeMap<String, usize>,
+}
+
+impl FoldsReport {
+    /// The folds of `dataset` made with `options`.
+    pub fn new(dataset: &Dataset, options: &FoldOptions) -> Result<FoldsReport, FoldError> {
+        let clips = &dataset.clips;
+        let folds = make_folds(clips, dataset.corpus, options)?;
+        let speaker_independent = folds
+            .iter()
+            .enumerate()
+            .all(|(i, fold)| check_fold(clips, fold, i + 1, true).is_ok());
+        let paths = |indices: &[usize]| indices.iter().map(|&i| clips[i].path.display().to_string()).collect();
+        Ok(FoldsReport {
+            dataset: dataset.corpus.as_str(),
+            protocol: options.protocol,
+            seed: options.seed,
+            speaker_independent,
+            folds: folds
+                .iter()
+                .map(|fold| FoldReport {
+                    train: paths(&fold.train),
+                    test: paths(&fold.test),
+                    test_speakers: fold.test_speakers.clone(),
+                    train_labels: class_balance(clips, &fold.train),
+                    test_labels: class_balance(clips, &fold.test),
+                })
+                .collect(),
+            problems: dataset.problems.clone(),
+        })
+    }
+}
+
+/// The folds as a table for people: sizes, test speakers and labels.
+impl fmt::Display for FoldsReport {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            out,
+            "{} folds of {} ({}, seed {}), {}",
+            self.folds.len(),
+            self.dataset,
+            self.protocol.description(),
+            self.seed,
+            if self.speaker_independent {
+                "speaker-independent"
+            } else {
+                "SPEAKERS SHARED between train and test"
+            }
+        )?;
+        writeln!(
+            out,
+            "{:<5} {:>6} {:>6}  {:<24} test labels",
+            "fold", "train", "test", "test speakers"
+        )?;
+        for (i, fold) in self.folds.iter().enumerate() {
+            // The corpus prefix is the same on every id: the table shows the bare ids.
+            let speakers = if fold.test_speakers.len() > 8 {
+                format!("{} speakers", fold.test_speakers.len())
+            } else {
+                let bare = fold
+                    .test_speakers
+                    .iter()
+                    .map(|s| s.split_once(':').map_or(s.as_str(), |(_, id)| id));
+                bare.collect::<Vec<_>>().join(",")
+            };
+            let labels = joined(&fold.test_labels, |label| label.clone());
+            writeln!(
+                out,
+                "{:<5} {:>6} {:>6}  {:<24} {}",
+                i + 1,
+                fold.train.len(),
+                fold.test.len(),
+                speakers,
+                labels
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The part of a folds file that [`read_fold_file`] needs.
+#[derive(Deserialize)]
+struct FoldsFile {
+    folds: Vec<FoldFileEntry>,
+}
+
+#[derive(Deserialize)]
+struct FoldFileEntry {
+    test: Vec<PathBuf>,
+}
+
+/// `(train, test)` indices into `clips` of fold `fold` (from 1) of a folds
+/// file: its test files are the test set, every other clip trains. Paths
+/// are compared as the files they name (`./a.wav` and `/data/a.wav` match).
+pub fn read_fold_file(path: &Path, fold: usize, clips: &[Clip]) -> Result<(Vec<usize>, Vec<usize>), FoldError> {
+    let bad = |detail: String| FoldError::FoldFile {
+        path: path.to_owned(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let file: FoldsFile =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a folds file (emofuse data folds --json): {e}")))?;
+    let count = file.folds.len();
+    let entry = file
+        .folds
+        .get(fold.wrapping_sub(1))
+        .ok_or_else(|| bad(format!("no fold {fold}: it has {count} folds")))?;
+    let same_file = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let test_files: HashSet<PathBuf> = entry.test.iter().map(|p| same_file(p)).collect();
+    let (test, train): (Vec<usize>, Vec<usize>) =
+        (0..clips.len()).partition(|&i| test_files.contains(&same_file(&clips[i].path)));
+    if test.is_empty() {
+        return Err(bad(format!("none of fold {fold}'s test files is among the clips")));
+    }
+    Ok((train, test))
 }
 
 /// Verifies one fold (numbered from 1 in messages): every clip on exactly one

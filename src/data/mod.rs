@@ -5,9 +5,8 @@
 //! the one canonical set every model uses (`label`). Labels and speakers come
 //! from file and folder names only; the audio is not opened here.
 
-pub mod batcher;
+pub mod corpus;
 pub mod crema_d;
-pub mod examples;
 pub mod folder;
 pub mod folds;
 pub mod manifest;
@@ -279,6 +278,15 @@ fn has_audio_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|ext| ext.to_str())
         .is_some_and(|ext| AUDIO_EXTENSIONS.iter().any(|known| ext.eq_ignore_ascii_case(known)))
+}
+
+/// `key: count` pairs separated by commas, for tables.
+fn joined<K>(counts: &std::collections::BTreeMap<K, usize>, name: impl Fn(&K) -> String) -> String {
+    counts
+        .iter()
+        .map(|(key, count)| format!("{}: {count}", name(key)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The file name without its extension, or an error naming the path.

@@ -1,11 +1,12 @@
 //! What is in a corpus: clips, speakers, labels, durations, formats, problems.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{Clip, Corpus, Dataset, Problem};
+use super::{Clip, Corpus, Dataset, Problem, joined};
 use crate::audio::{self, AudioInfo};
 
 /// A corpus overview; `clips` counts only the files whose header could be read.
@@ -32,6 +33,41 @@ pub struct DurationStats {
     pub min: f64,
     pub median: f64,
     pub max: f64,
+}
+
+/// The summary as a table for people.
+impl fmt::Display for Summary {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.duration_s;
+        writeln!(out, "dataset       {} ({})", self.dataset.as_str(), self.root)?;
+        writeln!(out, "clips         {}", self.clips)?;
+        writeln!(out, "speakers      {}", self.speakers)?;
+        writeln!(
+            out,
+            "duration      total {:.1} s ({:.2} h), min {:.3} s, median {:.3} s, max {:.3} s",
+            d.total,
+            d.total / 3600.0,
+            d.min,
+            d.median,
+            d.max
+        )?;
+        writeln!(
+            out,
+            "sample rates  {}",
+            joined(&self.sample_rates, |rate| format!("{rate} Hz"))
+        )?;
+        writeln!(out, "channels      {}", joined(&self.channels, |c| c.to_string()))?;
+        writeln!(out, "formats       {}", joined(&self.containers, |c| c.clone()))?;
+        writeln!(out, "labels")?;
+        for (label, count) in &self.labels {
+            writeln!(out, "  {label:<12} {count:>6}")?;
+        }
+        writeln!(out, "clips per speaker")?;
+        for (speaker, count) in &self.per_speaker {
+            writeln!(out, "  {speaker:<16} {count:>6}")?;
+        }
+        writeln!(out, "problems      {}", self.problems.len())
+    }
 }
 
 /// Reads every clip's header (in parallel) and summarises the corpus.

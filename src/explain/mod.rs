@@ -21,11 +21,15 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::audio::Waveform;
-use crate::data::batcher::{self, Example};
-use crate::features::FrameFeatures;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::audio::{self, AudioError, Waveform};
+use crate::features::{FeatureError, FrameFeatures};
 use crate::infer::{InferError, Predictor};
 use crate::model::fusion::ModelOutput;
+use crate::model::input::{self, Example, TemporalSource};
+use crate::persist;
 use score_cam::FeatureMap;
 use shap::{Coalition, ShapOptions, Shapley};
 
@@ -133,6 +137,66 @@ pub struct Explanation {
     pub gate_spectral: Option<f32>,
 }
 
+/// A few lines for people: the answer, the streams' SHAP, and each
+/// saliency's deletion check.
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let streams = self
+            .streams
+            .players
+            .iter()
+            .zip(&self.streams.shapley.values)
+            .map(|(name, v)| format!("{name} {v:+.3}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(
+            out,
+            "{}: {} ({:.1} %); stream SHAP: {streams}",
+            self.file,
+            self.predicted,
+            100.0 * self.explained_probability
+        )?;
+        for (name, stream) in [("spectral", &self.spectral), ("temporal", &self.temporal)] {
+            if let Some(stream) = stream {
+                let f = &stream.faithfulness;
+                writeln!(
+                    out,
+                    "  {name} saliency: class probability after deletions {:.3} (most salient first) vs {:.3} (random)",
+                    f.auc_salient, f.auc_random
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Over all `explanations`, per stream: the mean class probability after
+/// deletions, most salient first and random, and how often the saliency
+/// order did better.
+pub fn faithfulness_summary(explanations: &[Explanation]) -> String {
+    let mut lines = String::new();
+    for name in ["spectral", "temporal"] {
+        let checks: Vec<&Faithfulness> = explanations
+            .iter()
+            .filter_map(|e| if name == "spectral" { &e.spectral } else { &e.temporal }.as_ref())
+            .map(|s| &s.faithfulness)
+            .collect();
+        if checks.is_empty() {
+            continue;
+        }
+        let n = checks.len() as f64;
+        let salient = checks.iter().map(|f| f.auc_salient).sum::<f64>() / n;
+        let random = checks.iter().map(|f| f.auc_random).sum::<f64>() / n;
+        let wins = checks.iter().filter(|f| f.auc_salient < f.auc_random).count();
+        lines += &format!(
+            "{name} saliency over {} files: probability after deletions {salient:.3} (most salient first) vs {random:.3} (random); salient-first lower in {wins}/{}\n",
+            checks.len(),
+            checks.len()
+        );
+    }
+    lines
+}
+
 /// The spectral stream's feature groups: MFCC thirds, ZCR, RMS.
 pub fn feature_groups(n_mfcc: usize) -> Vec<(String, std::ops::Range<usize>)> {
     let bounds = [0, n_mfcc / 3, 2 * n_mfcc / 3, n_mfcc];
@@ -196,6 +260,65 @@ pub fn explain(
         labels,
         probabilities,
     })
+}
+
+/// Why a clip could not be explained, or its explanation not drawn or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    #[error("{name}: log-mel spectrogram: {source}")]
+    Spectrogram { name: String, source: FeatureError },
+    #[error("{name}: cannot draw the explanation: {detail}")]
+    Draw { name: String, detail: String },
+    #[error("{}: cannot write: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// [`explain`], and the picture of the explanation (PNG bytes).
+pub fn explain_with_picture(
+    predictor: &Predictor,
+    waveform: &Waveform,
+    name: &str,
+    options: &ExplainOptions,
+) -> Result<(Explanation, Vec<u8>), ExplainError> {
+    let explanation = explain(predictor, waveform, name, options)?;
+    let log_mel = predictor
+        .extractor()
+        .log_mel(&waveform.samples, waveform.sample_rate)
+        .map_err(|source| ExplainError::Spectrogram {
+            name: name.to_owned(),
+            source,
+        })?;
+    let png = picture::render(&explanation, &waveform.samples, &log_mel).map_err(|detail| ExplainError::Draw {
+        name: name.to_owned(),
+        detail,
+    })?;
+    Ok((explanation, png))
+}
+
+/// Explains the audio file `file` and writes `explanation.png` and
+/// `explanation.json` into `dir` (created if needed).
+pub fn explain_file(
+    predictor: &Predictor,
+    file: &Path,
+    options: &ExplainOptions,
+    dir: &Path,
+) -> Result<Explanation, ExplainError> {
+    let waveform = audio::load(file)?;
+    let (explanation, png) = explain_with_picture(predictor, &waveform, &file.display().to_string(), options)?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        persist::write_atomic(&path, bytes).map_err(|source| ExplainError::Write { path, source })
+    };
+    write("explanation.png", &png)?;
+    write(
+        "explanation.json",
+        &serde_json::to_vec_pretty(&explanation).expect("an explanation serialises"),
+    )?;
+    Ok(explanation)
 }
 
 /// Stream-level SHAP of one clip only (cheap: one forward pass), for studies
@@ -317,20 +440,9 @@ impl Explainer<'_> {
 
     /// Spectral embeddings of the clip's features with some edit per copy.
     fn spectral_embeddings(&self, variants: Vec<FrameFeatures>) -> Tensor<2> {
-        let config = &self.predictor.config().model;
-        let frame_multiple = 1 << config.spectral.channels.len().saturating_sub(1);
-        let examples: Vec<Example> = variants
-            .into_iter()
-            .map(|features| Example {
-                features: Some(features),
-                samples: None,
-                raw: None,
-                hidden: None,
-                label: 0,
-            })
-            .collect();
-        let refs: Vec<&Example> = examples.iter().collect();
-        let (features, n_frames) = batcher::features(&refs, frame_multiple, &self.device);
+        let frame_multiple = self.predictor.config().model.spectral.frame_multiple();
+        let refs: Vec<&FrameFeatures> = variants.iter().collect();
+        let (features, n_frames) = input::pad_features(&refs, frame_multiple, &self.device);
         let spectral = self.predictor.model().spectral.as_ref().expect("a spectral stream");
         spectral.forward(features, &n_frames).embedding
     }
@@ -357,8 +469,7 @@ impl Explainer<'_> {
             let examples: Vec<Example> = chunk
                 .iter()
                 .map(|samples| Example {
-                    samples: Some(std::sync::Arc::new(samples.clone())),
-                    hidden: None,
+                    temporal: Some(TemporalSource::Samples(Arc::new(samples.clone()))),
                     ..self.example.clone()
                 })
                 .collect();
@@ -369,7 +480,7 @@ impl Explainer<'_> {
     }
 
     fn features(&self) -> &FrameFeatures {
-        self.example.features.as_ref().expect("examples carry features")
+        &self.example.features
     }
 
     /// Value a feature row takes when absent: its training mean, which is 0
@@ -498,7 +609,10 @@ impl Explainer<'_> {
 
     fn temporal_saliency(&self, options: &ExplainOptions, duration_s: f64) -> StreamSaliency {
         let stream = self.output.temporal.as_ref().expect("a temporal stream");
-        let samples = self.example.samples.as_ref().expect("temporal examples carry samples");
+        let samples = match &self.example.temporal {
+            Some(TemporalSource::Samples(samples)) => samples,
+            _ => unreachable!("a predictor's examples for a temporal stream carry its samples"),
+        };
         let (map, frames) = feature_map(stream);
         // Masks live on the stream's frames; each frame covers an equal share of the samples.
         let masked = |mask: &[f32]| -> Vec<f32> {

@@ -37,18 +37,7 @@ pub enum CacheError {
 impl FeatureCache {
     /// Opens (creating) the cache in `dir` for features made with `config`.
     pub fn open(dir: impl Into<PathBuf>, config: &FeatureConfig) -> Result<Self, CacheError> {
-        let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| CacheError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&PIPELINE_VERSION.to_le_bytes());
-        hasher.update(serde_json::to_string(config).expect("a config serialises").as_bytes());
-        Ok(Self {
-            dir,
-            config_hash: hasher.finalize(),
-        })
+        Self::open_keyed(dir, &serde_json::to_string(config).expect("a config serialises"))
     }
 
     /// Opens (creating) a cache in `dir` for arrays made by `producer` (any
@@ -67,11 +56,6 @@ impl FeatureCache {
             dir,
             config_hash: hasher.finalize(),
         })
-    }
-
-    /// The default folder: `$EMOFUSE_CACHE/features`, else `~/.cache/emofuse/features`.
-    pub fn default_dir() -> PathBuf {
-        persist::cache_root().join("features")
     }
 
     /// The content hash of an audio file, streamed (the file is not held in memory).

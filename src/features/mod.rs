@@ -227,6 +227,83 @@ impl FeatureExtractor {
     }
 }
 
+/// One file's frame features (or log-mel spectrogram) with the names of
+/// their rows, as `emofuse features` reports them.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileFeatures {
+    pub path: PathBuf,
+    pub sr: u32,
+    pub hop_length: usize,
+    pub n_frames: usize,
+    pub names: Vec<String>,
+    /// One row per name, `n_frames` values each.
+    pub values: Vec<Vec<f32>>,
+    #[serde(skip)]
+    pub duration_s: f64,
+}
+
+impl FeatureExtractor {
+    /// Decodes `path` and computes its frame features, or with `log_mel` its
+    /// log-mel spectrogram.
+    pub fn file_features(&self, path: &Path, log_mel: bool) -> Result<FileFeatures, FileError> {
+        let waveform = audio::load(path)?;
+        let bad = |source| FileError::Features {
+            path: path.to_owned(),
+            source,
+        };
+        let (names, n_frames, data) = if log_mel {
+            let mel = self.log_mel(&waveform.samples, waveform.sample_rate).map_err(bad)?;
+            let names = (1..=mel.n_mels).map(|i| format!("mel_{i}")).collect();
+            (names, mel.n_frames, mel.data)
+        } else {
+            let features = self.extract(&waveform.samples, waveform.sample_rate).map_err(bad)?;
+            (self.config.feature_names(), features.n_frames, features.data)
+        };
+        Ok(FileFeatures {
+            path: path.to_owned(),
+            sr: self.config.sr,
+            hop_length: self.config.hop_length,
+            n_frames,
+            names,
+            values: data.chunks_exact(n_frames.max(1)).map(<[f32]>::to_vec).collect(),
+            duration_s: waveform.duration_s(),
+        })
+    }
+}
+
+/// Per row: mean, standard deviation, minimum and maximum over the frames.
+impl std::fmt::Display for FileFeatures {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            out,
+            "{}: {} frames ({:.3} s, hop {} ms)",
+            self.path.display(),
+            self.n_frames,
+            self.duration_s,
+            1000 * self.hop_length / self.sr as usize
+        )?;
+        writeln!(
+            out,
+            "  {:<8} {:>10} {:>10} {:>10} {:>10}",
+            "feature", "mean", "std", "min", "max"
+        )?;
+        for (name, row) in self.names.iter().zip(&self.values) {
+            let n = row.len() as f64;
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+            let (min, max) = row.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+            writeln!(
+                out,
+                "  {name:<8} {mean:>10.4} {:>10.4} {min:>10.4} {max:>10.4}",
+                var.sqrt()
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Why one file of a batch has no features.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -247,27 +324,30 @@ impl FeatureExtractor {
         options: &LoadOptions,
         cache: Option<&FeatureCache>,
     ) -> Result<FrameFeatures, FileError> {
-        let cached = match cache {
-            Some(cache) => {
-                let content = FeatureCache::content_hash(path).map_err(|err| AudioError::from_io(path, err))?;
-                if let Some(features) = cache.get(&content) {
-                    return Ok(features);
-                }
-                Some((cache, content))
-            }
-            None => None,
-        };
-        let waveform = audio::load_with(path, options)?;
-        let features = self
-            .extract(&waveform.samples, waveform.sample_rate)
+        through_cache(path, cache, || {
+            let waveform = audio::load_with(path, options)?;
+            self.extract_decoded(path, &waveform)
+        })
+    }
+
+    /// The features of `waveform`, decoded from `path` (which names errors
+    /// and, with a cache, keys the entry): from `cache` when it has them,
+    /// else computed and stored.
+    pub fn extract_cached(
+        &self,
+        path: &Path,
+        waveform: &audio::Waveform,
+        cache: Option<&FeatureCache>,
+    ) -> Result<FrameFeatures, FileError> {
+        through_cache(path, cache, || self.extract_decoded(path, waveform))
+    }
+
+    fn extract_decoded(&self, path: &Path, waveform: &audio::Waveform) -> Result<FrameFeatures, FileError> {
+        self.extract(&waveform.samples, waveform.sample_rate)
             .map_err(|source| FileError::Features {
                 path: path.to_owned(),
                 source,
-            })?;
-        if let Some((cache, content)) = cached {
-            cache.put(&content, &features)?;
-        }
-        Ok(features)
+            })
     }
 
     /// [`Self::extract_file`] over many files on all cores, in input order.
@@ -288,6 +368,25 @@ impl FeatureExtractor {
             })
             .collect()
     }
+}
+
+/// The features of the file at `path` from `cache` (keyed by the file's
+/// content), or made by `compute` and stored there; `compute` alone without a cache.
+fn through_cache(
+    path: &Path,
+    cache: Option<&FeatureCache>,
+    compute: impl FnOnce() -> Result<FrameFeatures, FileError>,
+) -> Result<FrameFeatures, FileError> {
+    let Some(cache) = cache else {
+        return compute();
+    };
+    let content = FeatureCache::content_hash(path).map_err(|err| AudioError::from_io(path, err))?;
+    if let Some(features) = cache.get(&content) {
+        return Ok(features);
+    }
+    let features = compute()?;
+    cache.put(&content, &features)?;
+    Ok(features)
 }
 
 /// Per-feature mean and standard deviation over the frames of a training

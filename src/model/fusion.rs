@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::spectral_cnn::{SpectralCnn, SpectralCnnConfig, StreamOutput};
-use super::temporal::{TemporalConfig, TemporalStream};
+use super::temporal::{BackboneConfig, TemporalConfig, TemporalStream};
 use super::wav2vec2::Wav2Vec2;
 
 /// Which streams the model has and how they are fused.
@@ -58,9 +58,74 @@ pub struct EmotionModelConfig {
 }
 
 impl EmotionModelConfig {
+    /// The paper's architecture at fusion width `width`: a spectral CNN of
+    /// blocks 64, `width`, `width` over the default frame features, the
+    /// temporal stream on `backbone`, and an MLP of `width`. The number of
+    /// classes comes from the training labels.
+    pub fn new(
+        kind: ModelKind,
+        backbone: BackboneConfig,
+        width: usize,
+        dropout: f64,
+        spectral_dropout: f64,
+    ) -> EmotionModelConfig {
+        EmotionModelConfig {
+            kind,
+            spectral: SpectralCnnConfig::new()
+                .with_channels_in(crate::features::FeatureConfig::default().n_features())
+                .with_channels(vec![64, width, width])
+                .with_dropout(spectral_dropout),
+            temporal: TemporalConfig {
+                backbone,
+                d_model: width,
+                attention_dim: 64,
+                dropout,
+            },
+            classifier_hidden: width,
+            dropout,
+            n_classes: 0,
+        }
+    }
+
     /// The fusion width: both streams' embeddings have it.
     pub fn d_model(&self) -> usize {
         self.spectral.d_model()
+    }
+
+    /// About how many parameters the model has, its trained encoder
+    /// included (saturating: the config may be absurd, and this is how it is told).
+    pub fn parameter_count(&self) -> usize {
+        let d = self.d_model();
+        let spectral = &self.spectral;
+        let pooling = |width: usize, attention: usize| width.saturating_mul(attention).saturating_mul(2);
+        let mut count = pooling(d, spectral.attention_dim);
+        let mut channels_in = spectral.channels_in;
+        for &channels in &spectral.channels {
+            let conv = channels_in
+                .saturating_mul(channels)
+                .saturating_mul(spectral.kernel_size);
+            count = count.saturating_add(conv.saturating_add(channels.saturating_mul(3)));
+            channels_in = channels;
+        }
+        if self.kind.has_temporal() {
+            let backbone = &self.temporal.backbone;
+            count = count
+                .saturating_add(backbone.n_layers())
+                .saturating_add(backbone.hidden_size().saturating_mul(d))
+                .saturating_add(pooling(d, self.temporal.attention_dim));
+            if let (true, Some(encoder)) = (backbone.is_trained(), backbone.wav2vec2()) {
+                count = count.saturating_add(encoder.parameter_count());
+            }
+        }
+        let classifier_in = if self.kind == ModelKind::FusionConcat {
+            d.saturating_mul(2)
+        } else {
+            d
+        };
+        count
+            .saturating_add(classifier_in.saturating_mul(self.classifier_hidden))
+            .saturating_add(self.classifier_hidden.saturating_mul(self.n_classes))
+            .saturating_add(d.saturating_mul(d).saturating_mul(2))
     }
 
     /// A new model; a trained temporal encoder may start from pretrained weights.

@@ -3,6 +3,7 @@
 //! top-down. [`weights`] hands checkpoint tensors to the builders by name.
 
 pub mod fusion;
+pub mod input;
 pub mod pooling;
 pub mod saved;
 pub mod spectral_cnn;

@@ -18,6 +18,12 @@ use crate::persist;
 pub const FORMAT: &str = "emofuse-model/1";
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Which clips trained, validated and tested the model ([`SplitFile`]).
+pub const SPLIT_FILE: &str = "split.json";
+
+/// The most parameters a model may have (4 GB as f32; wav2vec 2.0 large has
+/// 0.3 billion): a config asking for more is damaged, not ambitious.
+const MAX_PARAMETERS: usize = 1_000_000_000;
 
 /// `config.json` of a model directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +85,14 @@ pub enum ModelDirError {
     Format { path: PathBuf, found: String },
     #[error("{}: the weights do not fit config.json: {detail}", path.display())]
     Mismatch { path: PathBuf, detail: String },
+    #[error("{}: not a usable model config: {detail}", path.display())]
+    Invalid { path: PathBuf, detail: String },
+    #[error("{}: neither a model folder (config.json) nor a cv folder (fold-K/)", path.display())]
+    NotAModel { path: PathBuf },
+    #[error("{}: a cv folder holds one model per fold, and this run has no fold to pick one by", path.display())]
+    FoldNeeded { path: PathBuf },
+    #[error("{}: a cv folder without a model for fold {fold}", path.display())]
+    NoFold { path: PathBuf, fold: usize },
 }
 
 impl ModelConfig {
@@ -103,7 +117,187 @@ impl ModelConfig {
                 found: config.format,
             });
         }
+        config.validate().map_err(|detail| ModelDirError::Invalid {
+            path: path.to_owned(),
+            detail,
+        })?;
         Ok(config)
+    }
+
+    /// Checks that a model can be built from this config and used: every
+    /// size positive and within reason, the parts fitting each other.
+    pub fn validate(&self) -> Result<(), String> {
+        let model = &self.model;
+        let spectral = &model.spectral;
+        self.features.validate().map_err(|e| e.to_string())?;
+        if spectral.channels.is_empty() || spectral.channels.contains(&0) {
+            return Err(format!(
+                "spectral channels {:?}: want at least one block, each wider than 0",
+                spectral.channels
+            ));
+        }
+        let sizes = [
+            ("spectral kernel_size", spectral.kernel_size),
+            ("spectral attention_dim", spectral.attention_dim),
+            ("temporal d_model", model.temporal.d_model),
+            ("temporal attention_dim", model.temporal.attention_dim),
+            ("classifier_hidden", model.classifier_hidden),
+            ("n_classes", model.n_classes),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, size)| *size == 0) {
+            return Err(format!("{name} is 0"));
+        }
+        if model.kind.has_spectral() && spectral.channels_in != self.features.n_features() {
+            return Err(format!(
+                "the spectral stream takes {} feature rows, the features have {}",
+                spectral.channels_in,
+                self.features.n_features()
+            ));
+        }
+        if model.kind.has_temporal() {
+            if model.temporal.d_model != model.d_model() {
+                return Err(format!(
+                    "the temporal stream is {} wide, the fusion {}",
+                    model.temporal.d_model,
+                    model.d_model()
+                ));
+            }
+            model.temporal.backbone.validate()?;
+        }
+        if self.labels.len() != model.n_classes {
+            return Err(format!(
+                "{} labels for a classifier of {} classes",
+                self.labels.len(),
+                model.n_classes
+            ));
+        }
+        if let Some(stats) = &self.feature_stats {
+            let n = self.features.n_features();
+            let usable = stats.mean.len() == n
+                && stats.std.len() == n
+                && stats.mean.iter().all(|m| m.is_finite())
+                && stats.std.iter().all(|s| s.is_finite() && *s > 0.0);
+            if !usable {
+                return Err(format!("feature_stats: want {n} finite means and positive deviations"));
+            }
+        }
+        let means = [&self.embedding_means.spectral, &self.embedding_means.temporal];
+        if means
+            .iter()
+            .any(|m| m.as_ref().is_some_and(|m| m.len() != model.d_model()))
+        {
+            return Err(format!("embedding_means: want {} values per stream", model.d_model()));
+        }
+        let parameters = model.parameter_count();
+        if parameters > MAX_PARAMETERS {
+            return Err(format!(
+                "about {parameters} parameters, more than the {MAX_PARAMETERS} a model may have"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `split.json` of a model trained on part of a corpus: which files
+/// trained, validated and tested it (the test files are what evaluation
+/// tools score it on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitFile {
+    /// `"emobox fold 3"`, `"all clips"`, …
+    pub name: String,
+    pub test: Vec<PathBuf>,
+    pub train: Vec<PathBuf>,
+    /// How the validation clips were chosen.
+    pub validation: String,
+    pub validation_clips: Vec<PathBuf>,
+}
+
+impl SplitFile {
+    /// The `split.json` of model folder `dir`, if it has one.
+    pub fn read(dir: &Path) -> Result<Option<SplitFile>, ModelDirError> {
+        let path = dir.join(SPLIT_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).map_err(|source| ModelDirError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| ModelDirError::Json { path, source })
+    }
+
+    /// Writes `dir/split.json` atomically.
+    pub fn write(&self, dir: &Path) -> Result<(), ModelDirError> {
+        let path = dir.join(SPLIT_FILE);
+        let json = serde_json::to_vec_pretty(self).expect("a split serialises");
+        persist::write_atomic(&path, &json).map_err(|source| ModelDirError::Write { path, source })
+    }
+}
+
+/// A folder given where a trained model is wanted: one model, or a `cv`
+/// output folder holding one model per fold (`fold-K/`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelFolder {
+    Model(PathBuf),
+    Cv { dir: PathBuf, folds: Vec<(usize, PathBuf)> },
+}
+
+impl ModelFolder {
+    /// Recognises `dir`: a model has `config.json`, a cv folder `fold-K/` folders.
+    pub fn open(dir: &Path) -> Result<ModelFolder, ModelDirError> {
+        if dir.join(CONFIG_FILE).is_file() {
+            return Ok(ModelFolder::Model(dir.to_owned()));
+        }
+        let entries = std::fs::read_dir(dir).map_err(|source| ModelDirError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut folds: Vec<(usize, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let k = e.file_name().to_str()?.strip_prefix("fold-")?.parse().ok()?;
+                Some((k, e.path()))
+            })
+            .collect();
+        folds.sort();
+        if folds.is_empty() {
+            return Err(ModelDirError::NotAModel { path: dir.to_owned() });
+        }
+        Ok(ModelFolder::Cv {
+            dir: dir.to_owned(),
+            folds,
+        })
+    }
+
+    /// The model for fold `fold` of a run (`None`: a run on every clip): the
+    /// one model, or the cv folder's model of that fold.
+    pub fn for_fold(&self, fold: Option<usize>) -> Result<PathBuf, ModelDirError> {
+        match (self, fold) {
+            (ModelFolder::Model(dir), _) => Ok(dir.clone()),
+            (ModelFolder::Cv { dir, .. }, None) => Err(ModelDirError::FoldNeeded { path: dir.clone() }),
+            (ModelFolder::Cv { dir, folds }, Some(k)) => folds
+                .iter()
+                .find(|(fold, path)| *fold == k && path.join(CONFIG_FILE).is_file())
+                .map(|(_, path)| path.clone())
+                .ok_or(ModelDirError::NoFold {
+                    path: dir.clone(),
+                    fold: k,
+                }),
+        }
+    }
+
+    /// Every model with the split it is tested on: `("all", dir)` for one
+    /// model, `("fold K", dir/fold-K)` for each fold of a cv folder.
+    pub fn models(&self) -> Vec<(String, PathBuf)> {
+        match self {
+            ModelFolder::Model(dir) => vec![("all".into(), dir.clone())],
+            ModelFolder::Cv { folds, .. } => folds
+                .iter()
+                .map(|(k, path)| (format!("fold {k}"), path.clone()))
+                .collect(),
+        }
     }
 }
 

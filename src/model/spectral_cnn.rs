@@ -97,6 +97,12 @@ impl SpectralCnnConfig {
     pub fn d_model(&self) -> usize {
         *self.channels.last().expect("a spectral CNN has at least one block")
     }
+
+    /// Padded inputs are a multiple of this many frames long, so that every
+    /// max-pool halves whole pairs of frames.
+    pub fn frame_multiple(&self) -> usize {
+        1 << self.channels.len().saturating_sub(1)
+    }
 }
 
 impl SpectralCnn {

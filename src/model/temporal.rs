@@ -1,14 +1,15 @@
 //! The temporal stream: a speech encoder on the raw waveform (wav2vec 2.0 /
-//! HuBERT, pretrained or trained from scratch), a learnable softmax-weighted
-//! sum of its hidden layers (the SUPERB / EmoBox recipe), a projection to the
-//! fusion width, and attentive temporal pooling.
+//! HuBERT trained from scratch or pretrained, or a pretrained Whisper
+//! encoder on its log-mel front end), a learnable softmax-weighted sum of its
+//! hidden layers (the SUPERB / EmoBox recipe), a projection to the fusion
+//! width, and attentive temporal pooling.
 //!
 //! A frozen pretrained encoder is not part of this module: its hidden states
 //! are computed (or read from the cache) outside and handed to
 //! [`TemporalStream::forward_hidden`]. An encoder trained from scratch or
 //! fine-tuned lives in [`TemporalStream::encoder`] and is saved with the model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
@@ -45,18 +46,88 @@ pub enum BackboneConfig {
 }
 
 impl BackboneConfig {
+    /// The backbone a user names: `scratch` (a small wav2vec 2.0 trained with
+    /// the model), `whisper-base` (installed under the cache root by
+    /// `scripts/get-whisper-base.sh`), or a folder holding a Hugging Face
+    /// wav2vec 2.0 / HuBERT or Whisper checkpoint. Only the folder's
+    /// configuration is read here; its weights are loaded when used.
+    pub fn from_name(name: &str, finetune: bool, whisper_mode: WhisperMode) -> Result<BackboneConfig, BackboneError> {
+        let dir = match name {
+            "scratch" => {
+                return Ok(BackboneConfig::Scratch {
+                    encoder: Wav2Vec2Config::small(),
+                });
+            }
+            "whisper-base" => {
+                let dir = crate::persist::cache_root().join("backbones/whisper-base");
+                if !dir.join("model.safetensors").is_file() {
+                    return Err(BackboneError::NotInstalled { dir });
+                }
+                dir
+            }
+            dir => PathBuf::from(dir),
+        };
+        Self::from_dir(&dir, finetune, whisper_mode)
+    }
+
+    /// The backbone of a checkpoint folder, recognised by its `config.json`.
+    pub fn from_dir(dir: &Path, finetune: bool, whisper_mode: WhisperMode) -> Result<BackboneConfig, BackboneError> {
+        let path = dir.canonicalize().map_err(|source| BackboneError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let config_path = path.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|source| BackboneError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let is_whisper =
+            serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|json| json["model_type"] == "whisper");
+        if is_whisper {
+            if finetune {
+                return Err(BackboneError::FrozenWhisper { path });
+            }
+            let encoder = super::whisper::read_config(&path)?;
+            return Ok(BackboneConfig::Whisper {
+                path,
+                encoder,
+                mode: whisper_mode,
+            });
+        }
+        let encoder = Wav2Vec2Config::from_file(&config_path)?;
+        let preprocessor = super::wav2vec2::read_preprocessor(&path.join("preprocessor_config.json"))?;
+        Ok(BackboneConfig::Wav2vec2 {
+            path,
+            encoder,
+            preprocessor,
+            finetune,
+        })
+    }
+
+    /// Checks the encoder's configuration.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            BackboneConfig::Scratch { encoder } | BackboneConfig::Wav2vec2 { encoder, .. } => {
+                encoder.validate().map_err(|e| e.to_string())
+            }
+            BackboneConfig::Whisper { encoder, .. } => encoder.validate(),
+        }
+    }
+
     /// Hidden layers the stream weighs (layers + 1).
     pub fn n_layers(&self) -> usize {
         match self {
-            BackboneConfig::Whisper { encoder, .. } => encoder.encoder_layers + 1,
-            _ => self.wav2vec2().expect("not whisper").num_hidden_layers + 1,
+            BackboneConfig::Scratch { encoder } | BackboneConfig::Wav2vec2 { encoder, .. } => {
+                encoder.num_hidden_layers.saturating_add(1)
+            }
+            BackboneConfig::Whisper { encoder, .. } => encoder.encoder_layers.saturating_add(1),
         }
     }
 
     pub fn hidden_size(&self) -> usize {
         match self {
+            BackboneConfig::Scratch { encoder } | BackboneConfig::Wav2vec2 { encoder, .. } => encoder.hidden_size,
             BackboneConfig::Whisper { encoder, .. } => encoder.d_model,
-            _ => self.wav2vec2().expect("not whisper").hidden_size,
         }
     }
 
@@ -213,13 +284,19 @@ pub enum FrozenBackbone {
     },
 }
 
-/// Why a frozen encoder could not be loaded.
+/// Why a backbone could not be named or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum BackboneError {
     #[error(transparent)]
     Wav2vec2(#[from] super::wav2vec2::LoadError),
     #[error(transparent)]
     Whisper(#[from] super::whisper::WhisperLoadError),
+    #[error("{}: cannot read: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("whisper-base is not installed: {} has no model.safetensors (scripts/get-whisper-base.sh fetches it)", dir.display())]
+    NotInstalled { dir: PathBuf },
+    #[error("{}: Whisper backbones are frozen and cannot be fine-tuned", path.display())]
+    FrozenWhisper { path: PathBuf },
 }
 
 impl FrozenBackbone {
@@ -243,13 +320,21 @@ impl FrozenBackbone {
         })
     }
 
+    /// Hidden states it gives per clip: its layers + 1.
+    pub fn n_layers(&self) -> usize {
+        match self {
+            FrozenBackbone::Wav2vec2 { encoder, .. } => encoder.config.num_hidden_layers + 1,
+            FrozenBackbone::Whisper { encoder, .. } => encoder.config.encoder_layers + 1,
+        }
+    }
+
     /// Every hidden state of `clips` (samples as the backbone's
     /// preprocessor left them) on `device`: `layers + 1` tensors
     /// `[batch, frames, hidden]`, and the real frames of each clip.
     pub fn hidden_states(&self, clips: &[&[f32]], device: &Device) -> (Vec<Tensor<3>>, Vec<usize>) {
         let output = match self {
             FrozenBackbone::Wav2vec2 { encoder, device } => {
-                let (samples, n_samples) = crate::data::batcher::pad_samples(clips, device);
+                let (samples, n_samples) = super::input::pad_samples(clips, device);
                 encoder.forward(samples, &n_samples)
             }
             FrozenBackbone::Whisper {

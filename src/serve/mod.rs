@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutBody;
 
 use crate::audio::{self, AudioError, LoadOptions, Waveform};
-use crate::explain::{self, ExplainOptions, Explanation, picture};
+use crate::explain::{self, ExplainError, ExplainOptions, Explanation};
 use crate::infer::{InferError, Predictor, Timeline};
 
 mod openapi;
@@ -82,6 +82,16 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+
+    /// A fault of the server, not of the request: logged in full, answered
+    /// with a generic 500 that tells the client nothing of the internals.
+    fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the request could not be completed (the server's log says why)",
+        )
     }
 }
 
@@ -223,15 +233,13 @@ async fn explain_route(
     let limit = state.config.max_explain_duration_s.min(state.config.max_duration_s);
     let response = run_inference(&state, move |state| {
         let waveform = decode(&bytes, &name, limit)?;
-        let explanation =
-            explain::explain(&state.predictor, &waveform, &name, &ExplainOptions::default()).map_err(infer_error)?;
-        let log_mel = state
-            .predictor
-            .extractor()
-            .log_mel(&waveform.samples, waveform.sample_rate)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{name}: {e}")))?;
-        let png = picture::render(&explanation, &waveform.samples, &log_mel)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot draw: {e}")))?;
+        let (explanation, png) =
+            explain::explain_with_picture(&state.predictor, &waveform, &name, &ExplainOptions::default()).map_err(
+                |e| match e {
+                    ExplainError::Draw { .. } | ExplainError::Write { .. } => ApiError::internal(e),
+                    _ => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+                },
+            )?;
         Ok(ExplainResponse {
             explanation,
             png_base64: base64::engine::general_purpose::STANDARD.encode(png),
@@ -371,10 +379,7 @@ async fn run_inference<T: Send + 'static>(
         .await;
         match result {
             Ok(result) => result,
-            Err(e) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("inference failed: {e}"),
-            )),
+            Err(e) => Err(ApiError::internal(format!("inference failed: {e}"))),
         }
     };
     tokio::time::timeout(timeout, job).await.unwrap_or_else(|_| {

@@ -115,7 +115,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Wav2Vec2, Preprocessor), Loa
 }
 
 /// `preprocessor_config.json`, or HF's defaults when the folder has none.
-fn read_preprocessor(path: &Path) -> Result<Preprocessor, LoadError> {
+pub fn read_preprocessor(path: &Path) -> Result<Preprocessor, LoadError> {
     if !path.is_file() {
         return Ok(Preprocessor::default());
     }

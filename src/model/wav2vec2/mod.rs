@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{LoadError, load};
+pub use load::{LoadError, load, read_preprocessor};
 pub use model::{Wav2Vec2, Wav2Vec2Output};
 
 /// Activation functions named as in HF's `ACT2FN`.
@@ -226,6 +226,29 @@ impl Wav2Vec2Config {
                     if len < kernel { 0 } else { (len - kernel) / stride + 1 }
                 },
             )
+    }
+
+    /// About how many parameters the encoder has (saturating: the config may
+    /// be absurd, and this is how it is told).
+    pub fn parameter_count(&self) -> usize {
+        let (h, layers) = (self.hidden_size, self.num_hidden_layers);
+        let mut channels_in = 1usize;
+        let mut count = 0usize;
+        for (&dim, &kernel) in self.conv_dim.iter().zip(&self.conv_kernel) {
+            count = count.saturating_add(channels_in.saturating_mul(dim).saturating_mul(kernel));
+            channels_in = dim;
+        }
+        let positional = h
+            .saturating_mul(h / self.num_conv_pos_embedding_groups.max(1))
+            .saturating_mul(self.num_conv_pos_embeddings);
+        let layer = h
+            .saturating_mul(h)
+            .saturating_mul(4)
+            .saturating_add(h.saturating_mul(self.intermediate_size).saturating_mul(2));
+        count
+            .saturating_add(channels_in.saturating_mul(h))
+            .saturating_add(positional)
+            .saturating_add(layer.saturating_mul(layers))
     }
 
     /// Whether the feature projection starts with a layer norm.

@@ -44,6 +44,20 @@ pub fn rename(stored: &str) -> Option<String> {
 
 /// Reads an HF Whisper folder: the encoder and its configuration.
 pub fn load(dir: &Path, device: &Device) -> Result<(WhisperEncoder, WhisperConfig), WhisperLoadError> {
+    let config = read_config(dir)?;
+    let weights_path = dir.join("model.safetensors");
+    let tensors = read_checkpoint(&weights_path)?
+        .into_iter()
+        .filter_map(|(name, tensor)| rename(&name).map(|name| (name, tensor)))
+        .collect();
+    let weights = Weights::from_tensors(&weights_path, tensors, device);
+    let encoder = WhisperEncoder::build(&config, &weights.root());
+    weights.finish()?;
+    Ok((encoder, config))
+}
+
+/// The checked `config.json` of an HF Whisper folder.
+pub fn read_config(dir: &Path) -> Result<WhisperConfig, WhisperLoadError> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|source| WhisperLoadError::Io {
         path: config_path.clone(),
@@ -57,15 +71,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(WhisperEncoder, WhisperConfi
         path: config_path.clone(),
         detail,
     })?;
-    let weights_path = dir.join("model.safetensors");
-    let tensors = read_checkpoint(&weights_path)?
-        .into_iter()
-        .filter_map(|(name, tensor)| rename(&name).map(|name| (name, tensor)))
-        .collect();
-    let weights = Weights::from_tensors(&weights_path, tensors, device);
-    let encoder = WhisperEncoder::build(&config, &weights.root());
-    weights.finish()?;
-    Ok((encoder, config))
+    Ok(config)
 }
 
 /// A variable of a CTranslate2 file.

@@ -14,7 +14,7 @@ pub mod model;
 use serde::{Deserialize, Serialize};
 
 pub use audio::WhisperMel;
-pub use load::{WhisperLoadError, convert_ct2, load};
+pub use load::{WhisperLoadError, convert_ct2, load, read_config};
 pub use model::WhisperEncoder;
 
 /// Samples per mel frame (10 ms).
@@ -86,4 +86,14 @@ pub enum WhisperMode {
     /// Zero-padded to 30 s, as the reference model always runs (clips longer
     /// than 30 s are cut); only the clip's frames are returned.
     Padded30s,
+}
+
+impl WhisperMode {
+    /// The name configs and reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhisperMode::Trimmed => "trimmed",
+            WhisperMode::Padded30s => "padded30s",
+        }
+    }
 }

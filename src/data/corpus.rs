@@ -1,0 +1,147 @@
+//! Corpora ready for training: the clips of one or more corpora, each decoded
+//! once, with its frame features from the on-disk cache (the same cache
+//! `emofuse prepare` fills).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::folds::{self, Fold, FoldError, FoldOptions};
+use super::{Clip, DataError, DatasetKind, Emotion, Problem};
+use crate::audio::{self, LoadOptions};
+use crate::features::cache::{CacheError, FeatureCache};
+use crate::features::{FeatureConfig, FeatureExtractor, FileError, FrameFeatures};
+
+/// Clips of one or more corpora with their decoded audio and features.
+pub struct LoadedCorpus {
+    pub clips: Vec<Clip>,
+    /// `audio[i]` is `clips[i]`'s.
+    pub audio: Vec<ClipAudio>,
+    /// Corpus roots and what they held, for provenance.
+    pub sources: Vec<String>,
+    /// Files that could not be read (left out).
+    pub problems: Vec<Problem>,
+}
+
+/// A decoded clip and its (unstandardised) frame features.
+#[derive(Debug, Clone)]
+pub struct ClipAudio {
+    /// 16 kHz mono samples as decoded (not normalised).
+    pub samples: Arc<Vec<f32>>,
+    pub features: FrameFeatures,
+}
+
+/// Why corpora could not be loaded at all (single bad files are [`Problem`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl LoadedCorpus {
+    /// Every corpus in `roots` (pooled; their labels united), decoded on all
+    /// cores with the default frame features through the cache under
+    /// `cache_root`. `on_clip(total)` is called once per clip, for progress.
+    pub fn load(
+        roots: &[PathBuf],
+        kind: DatasetKind,
+        cache_root: &Path,
+        on_clip: impl Fn(usize) + Sync,
+    ) -> Result<LoadedCorpus, CorpusError> {
+        let mut clips: Vec<Clip> = Vec::new();
+        let mut problems: Vec<Problem> = Vec::new();
+        let mut sources = Vec::new();
+        for root in roots {
+            let dataset = super::load(root, kind)?;
+            sources.push(format!(
+                "{} ({}, {} clips)",
+                root.display(),
+                dataset.corpus.as_str(),
+                dataset.clips.len()
+            ));
+            clips.extend(dataset.clips);
+            problems.extend(dataset.problems);
+        }
+        let config = FeatureConfig::default();
+        let extractor = FeatureExtractor::new(config.clone()).expect("the default feature configuration is valid");
+        // The same layout as `emofuse prepare`: features under <cache root>/features.
+        let cache = FeatureCache::open(cache_root.join("features"), &config)?;
+        let total = clips.len();
+        let loaded = load_audio(&clips, &extractor, Some(&cache), || on_clip(total));
+        let mut kept = Vec::new();
+        let mut audio = Vec::new();
+        for (clip, result) in clips.into_iter().zip(loaded) {
+            match result {
+                Ok(a) => {
+                    kept.push(clip);
+                    audio.push(a);
+                }
+                Err(err) => problems.push(Problem {
+                    path: clip.path.clone(),
+                    reason: err.to_string(),
+                }),
+            }
+        }
+        Ok(LoadedCorpus {
+            clips: kept,
+            audio,
+            sources,
+            problems,
+        })
+    }
+
+    /// The folds of `options` over every clip.
+    pub fn folds(&self, options: &FoldOptions) -> Result<Vec<Fold>, FoldError> {
+        folds::make_pooled_folds(&self.clips, options)
+    }
+}
+
+/// Decodes every clip and computes its features (through `cache` when
+/// given), on all cores, in clip order. `on_clip` is called once per clip.
+pub fn load_audio(
+    clips: &[Clip],
+    extractor: &FeatureExtractor,
+    cache: Option<&FeatureCache>,
+    on_clip: impl Fn() + Sync,
+) -> Vec<Result<ClipAudio, FileError>> {
+    let options = LoadOptions::default();
+    clips
+        .par_iter()
+        .map(|clip| {
+            let result = audio::load_with(&clip.path, &options)
+                .map_err(FileError::from)
+                .and_then(|waveform| {
+                    let features = extractor.extract_cached(&clip.path, &waveform, cache)?;
+                    Ok(ClipAudio {
+                        samples: Arc::new(waveform.samples),
+                        features,
+                    })
+                });
+            on_clip();
+            result
+        })
+        .collect()
+}
+
+/// The class list of a training set: canonical emotions in their fixed
+/// order, then any other labels alphabetically.
+pub fn label_list<'a>(labels: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let present: BTreeSet<&str> = labels.into_iter().collect();
+    let mut ordered: Vec<String> = Emotion::ALL
+        .iter()
+        .map(|e| e.as_str())
+        .filter(|name| present.contains(name))
+        .map(str::to_owned)
+        .collect();
+    ordered.extend(
+        present
+            .iter()
+            .filter(|name| Emotion::from_name(name).is_none())
+            .map(|name| (*name).to_owned()),
+    );
+    ordered
+}
