@@ -4,6 +4,8 @@
 # then runs cargo test. The tests read the real corpora from ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The module layering (which module may name which; one place names the device).
+python3 ../shared/tools/layers.py
 if [ ! -x /usr/bin/chromium ]; then
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
   $SUDO apt-get update -qq

@@ -16,7 +16,7 @@ use crate::audio::Waveform;
 use crate::augment::{AugmentError, WaveAugment};
 use crate::data::Clip;
 use crate::data::corpus::{ClipAudio, LoadedCorpus, label_list};
-use crate::data::folds::{self, FoldError, FoldOptions, ValidationSplit};
+use crate::data::folds::{self, FoldError, FoldOptions, TestFold, ValidationSplit};
 use crate::eval::{FoldSummary, Metrics, argmax_rows};
 use crate::features::cache::FeatureCache;
 use crate::features::{FeatureConfig, FeatureStats, FrameFeatures};
@@ -41,7 +41,33 @@ pub struct Split {
     pub validation_description: String,
 }
 
+/// How many clips each side has.
+impl std::fmt::Display for Split {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (train, validation, test) = (self.train.len(), self.validation.len(), self.test.len());
+        write!(out, "{train} train, {validation} validation, {test} test clips")
+    }
+}
+
 impl Split {
+    /// The split of `corpus` with `test_fold` as its test set (every clip
+    /// trains without one), and a validation share of its training speakers.
+    pub fn of(
+        corpus: &LoadedCorpus,
+        test_fold: Option<&TestFold>,
+        validation: f64,
+        seed: u64,
+    ) -> Result<Split, FoldError> {
+        let (name, train, test) = match test_fold {
+            Some(fold) => {
+                let (train, test) = fold.split(&corpus.clips)?;
+                (fold.name(), train, test)
+            }
+            None => ("all clips".to_owned(), (0..corpus.clips.len()).collect(), Vec::new()),
+        };
+        Ok(Split::new(name, corpus, train, test, validation, seed))
+    }
+
     /// Carves a validation set of training speakers out of `train`.
     pub fn new(
         name: String,
@@ -144,6 +170,16 @@ pub struct FoldResult {
     pub best_epoch: usize,
     pub best_validation_ua: Option<f64>,
     pub train_seconds: f64,
+}
+
+/// `emobox fold 1: test UA 50.00, WA 50.00, macro-F1 50.00`.
+impl std::fmt::Display for FoldResult {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.test {
+            Some(test) => write!(out, "{}: test {test}", self.split),
+            None => write!(out, "{}: trained (no test clips)", self.split),
+        }
+    }
 }
 
 pub const RESULT_FILE: &str = "results.json";
@@ -739,11 +775,8 @@ pub enum CvEvent<'a> {
     FoldStarted { fold: usize, of: usize, split: &'a Split },
     /// An event of the current fold's training.
     Training(Event),
-    /// Fold `fold` finished (or failed: the error follows from `cross_validate`).
-    FoldFinished {
-        fold: usize,
-        result: Option<&'a FoldResult>,
-    },
+    /// The fold started last finished (or failed: the error follows from `cross_validate`).
+    FoldFinished { result: Option<&'a FoldResult> },
 }
 
 /// Settings of a cross-validation beyond the experiment's.
@@ -817,7 +850,6 @@ pub fn cross_validate(
         };
         let result = run.run(stop, &mut |event| on_event(CvEvent::Training(event)));
         on_event(CvEvent::FoldFinished {
-            fold: k,
             result: result.as_ref().ok(),
         });
         results.push(result?);

@@ -500,6 +500,19 @@ impl std::fmt::Display for SweepReport {
     }
 }
 
+/// A condition as users write it: `clean` → `None`, a number of dB → `Some`.
+pub fn parse_condition(text: &str) -> Result<Option<f64>, String> {
+    match text.trim() {
+        "clean" => Ok(None),
+        v => v
+            .parse::<f64>()
+            .ok()
+            .filter(|snr| snr.is_finite())
+            .map(Some)
+            .ok_or_else(|| format!("want clean or a number of dB, not {v:?}")),
+    }
+}
+
 /// `clean`, or `5 dB`.
 pub fn snr_name(snr: Option<f64>) -> String {
     snr.map_or("clean".into(), |s| format!("{s} dB"))

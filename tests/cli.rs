@@ -166,9 +166,147 @@ fn bad_model_folders_are_refused_with_the_reason() {
         &weights[..weights.len() / 2],
         "do not fit",
     );
-    let wider = config.replacen("128,\n        128\n      ]", "128,\n        256\n      ]", 1);
-    assert_ne!(wider, config, "the test edits the last CNN width");
-    case("other shapes", &wider, &weights, "do not fit");
+    let narrower = config.replacen("\"kernel_size\": 5", "\"kernel_size\": 3", 1);
+    assert_ne!(narrower, config, "the test edits the CNN's kernel size");
+    case("other shapes", &narrower, &weights, "do not fit");
     let output = emofuse(&["predict", clip, "--model", dir.path().join("missing").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
+}
+
+/// Issue 18: model configs that used to panic (no CNN blocks: `expect` in
+/// the spectral CNN; fewer labels than classes: an index out of bounds) are
+/// refused where `config.json` is read, with the reason.
+#[test]
+fn issue_18_configs_that_would_panic_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/ravdess-mini/Actor_01/03-01-05-02-01-01-01.flac"
+    );
+    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    let config: Value = serde_json::from_slice(&std::fs::read(default.join("config.json")).unwrap()).unwrap();
+    let weights = std::fs::read(default.join("model.safetensors")).unwrap();
+    let mut no_blocks = config.clone();
+    no_blocks["model"]["spectral"]["channels"] = serde_json::json!([]);
+    let mut few_labels = config.clone();
+    few_labels["labels"] = serde_json::json!(["neutral", "sad"]);
+    for (name, config, says) in [
+        ("no blocks", no_blocks, "spectral channels []"),
+        ("few labels", few_labels, "2 labels for a classifier of 8 classes"),
+    ] {
+        let model = dir.path().join(name);
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+        std::fs::write(model.join("model.safetensors"), &weights).unwrap();
+        let output = emofuse(&["predict", clip, "--model", model.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains("not a usable model config") && stderr.contains(says),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
+
+/// Issue 18: `--fold K` without the folds it is one of was ignored (`train`
+/// trained on every clip, `eval` scored every clip and called it "fold 1").
+#[test]
+fn issue_18_a_fold_without_its_protocol_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ravdess = shared_data().join("ravdess");
+    let out = dir.path().join("run");
+    for args in [
+        vec![
+            "train",
+            "--data",
+            ravdess.to_str().unwrap(),
+            "--fold",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec!["eval", "--data", ravdess.to_str().unwrap(), "--fold", "1"],
+    ] {
+        let output = emofuse(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "emofuse: error: --fold 1 needs --protocol or --fold-file to say which folds it is one of"
+        );
+    }
+    assert!(!out.exists(), "nothing was trained");
+}
+
+/// Issue 18: the two readers of a folds file disagreed (`train` compared
+/// paths as files, `eval` as strings, so a file written with other paths
+/// than `--data`'s matched nothing); both compare files now.
+#[test]
+fn issue_18_a_fold_file_matches_clips_by_file_not_by_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let ravdess = shared_data().join("ravdess");
+    let folds = emofuse_ok(&[
+        "data",
+        "folds",
+        ravdess.to_str().unwrap(),
+        "--protocol",
+        "emobox",
+        "--json",
+    ]);
+    let file = dir.path().join("folds.json");
+    std::fs::write(&file, &folds.stdout).unwrap();
+    // The same corpus spelled another way: its real path, without `..`.
+    let canonical = ravdess.canonicalize().unwrap();
+    assert_ne!(canonical, ravdess);
+    let report = json_of(&[
+        "eval",
+        "--data",
+        canonical.to_str().unwrap(),
+        "--fold-file",
+        file.to_str().unwrap(),
+        "--fold",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(report["metrics"]["clips"], 240, "fold 2's 4 actors × 60 clips");
+    assert_eq!(report["fold"], "fold 2");
+}
+
+/// Issue 18: `serve --timeout inf` panicked in `Duration::from_secs_f64`.
+#[test]
+fn issue_18_serve_refuses_limits_that_are_not_positive_numbers() {
+    for (flag, value) in [
+        ("--timeout", "inf"),
+        ("--timeout", "0"),
+        ("--max-body-mb", "NaN"),
+        ("--max-duration", "-1"),
+    ] {
+        let output = emofuse(&["serve", &format!("{flag}={value}"), "--addr", "127.0.0.1:0"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(&format!("{flag} {value}")), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// `--device`: `cpu` runs; a GPU without the `gpu` feature (or without a
+/// GPU) is a clear error, not a silent fallback.
+#[test]
+fn device_flag_picks_the_device_or_says_why_not() {
+    let clip = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/ravdess-mini/Actor_01/03-01-05-02-01-01-01.flac"
+    );
+    let on_cpu = json_of(&["predict", clip, "--json", "--device", "cpu"]);
+    let default = json_of(&["predict", clip, "--json"]);
+    assert_eq!(on_cpu, default, "cpu is the default");
+    let output = emofuse(&["predict", clip, "--device", "tpu"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("want cpu, gpu or gpu:N"));
+    if cfg!(not(feature = "gpu")) {
+        let output = emofuse(&["predict", clip, "--device", "gpu:0"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("without GPU support"), "{stderr}");
+    }
 }

@@ -425,3 +425,24 @@ fn a_full_disk_stops_training_clearly_and_keeps_the_last_checkpoint() {
         "resumed after the full disk, the weights differ from the uninterrupted run"
     );
 }
+
+/// Issue 18: a noise folder of one recording left training an empty pool to
+/// draw from (a panic in the random draw); it is refused before training.
+#[test]
+fn issue_18_a_noise_corpus_too_small_to_split_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let noise = dir.path().join("noise");
+    let hum = crate::util::wav16(&crate::util::sine(50.0, 0.3, 16_000, 16_000), 16_000);
+    crate::util::write(&noise, "hum/one.wav", &hum);
+    let manifest = tiny_manifest(dir.path());
+    let out = dir.path().join("run");
+    let cache = dir.path().join("cache");
+    let mut args = train_args(&manifest, &out, &cache);
+    set_epochs(&mut args, 1);
+    args.extend(["--noise-dir", noise.to_str().unwrap()].map(str::to_owned));
+    let output = run(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("too few recordings for a training pool"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -96,27 +96,25 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Forward(args) => forward(&args),
         BenchCommand::Predict(args) => predict(&args),
         BenchCommand::TrainStep(args) => train_step(&args),
-    }
+    }?;
+    Ok(ExitCode::SUCCESS)
 }
 
-fn features(args: &FeaturesBenchArgs) -> Result<ExitCode> {
+fn features(args: &FeaturesBenchArgs) -> Result<()> {
     let progress = progress_bar(0, "decoding");
     let waveforms = bench::decode_corpus(&args.data, args.limit, || progress.inc(1))
         .with_context(|| format!("cannot decode {}", args.data.display()))?;
     progress.finish_and_clear();
-    emit(args.json, &FeaturesReport::measure(&waveforms, args.passes))?;
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, &FeaturesReport::measure(&waveforms, args.passes))
 }
 
-fn forward(args: &ForwardBenchArgs) -> Result<ExitCode> {
-    let device = args.device.open()?;
-    let report = ForwardReport::measure(&args.checkpoint, &args.seconds, args.runs, &device)
+fn forward(args: &ForwardBenchArgs) -> Result<()> {
+    let report = ForwardReport::measure(&args.checkpoint, &args.seconds, args.runs, &args.device.open()?)
         .with_context(|| format!("cannot time {}", args.checkpoint.display()))?;
-    emit(args.json, &report)?;
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, &report)
 }
 
-fn predict(args: &PredictBenchArgs) -> Result<ExitCode> {
+fn predict(args: &PredictBenchArgs) -> Result<()> {
     let predictor = load_predictor(args.model.as_deref(), &args.device.open()?)?;
     let model = args
         .model
@@ -124,12 +122,10 @@ fn predict(args: &PredictBenchArgs) -> Result<ExitCode> {
         .map_or("built-in".to_owned(), |m| m.display().to_string());
     let report = PredictReport::measure(&predictor, model, &args.data, args.limit)
         .with_context(|| format!("cannot time predictions on {}", args.data.display()))?;
-    emit(args.json, &report)?;
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, &report)
 }
 
-fn train_step(args: &TrainStepBenchArgs) -> Result<ExitCode> {
+fn train_step(args: &TrainStepBenchArgs) -> Result<()> {
     let report = bench::spectral_train_steps(args.batch, args.frames, args.steps, &args.device.open()?);
-    emit(args.json, &report)?;
-    Ok(ExitCode::SUCCESS)
+    emit(args.json, &report)
 }

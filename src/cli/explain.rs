@@ -92,28 +92,20 @@ pub fn explain(args: &ExplainArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let progress = progress_bar(args.files.len() as u64, "explaining");
     let mut failed = 0;
-    let mut explanations = Vec::new();
-    for file in &args.files {
-        let dir = if args.files.len() == 1 {
-            args.out.clone()
-        } else {
-            args.out.join(file.file_stem().unwrap_or_default())
-        };
-        match explain::explain_file(&predictor, file, &options, &dir) {
-            Ok(explanation) => {
-                if !args.json {
-                    let picture = dir.join("explanation.png");
-                    progress.suspend(|| println!("{explanation}  → {}", picture.display()));
-                }
-                explanations.push(explanation);
+    let explanations = explain::explain_files(&predictor, &args.files, &options, &args.out, |dir, result| {
+        match result {
+            Ok(explanation) if !args.json => {
+                let picture = dir.join("explanation.png");
+                progress.suspend(|| println!("{explanation}  → {}", picture.display()));
             }
+            Ok(_) => {}
             Err(err) => {
                 failed += 1;
                 progress.suspend(|| eprintln!("{err:#}"));
             }
         }
         progress.inc(1);
-    }
+    });
     progress.finish_and_clear();
     if args.json {
         print_json(&explanations)?;

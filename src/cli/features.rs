@@ -9,9 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use emofuse::audio::LoadOptions;
-use emofuse::data::Problem;
-use emofuse::features::cache::FeatureCache;
+use emofuse::data::{Problem, corpus};
 use emofuse::features::{FeatureConfig, FeatureExtractor};
 use emofuse::persist::{self, NpyTarget};
 
@@ -83,30 +81,16 @@ pub fn features(args: &FeaturesArgs) -> Result<ExitCode> {
 
 pub fn prepare(args: &PrepareArgs) -> Result<ExitCode> {
     let dataset = load_corpus(&args.corpus)?;
-    let config = FeatureConfig::default();
-    let extractor = FeatureExtractor::new(config.clone())?;
-    let cache_dir = cache_root(args.cache_dir.as_deref()).join("features");
-    let cache = FeatureCache::open(&cache_dir, &config)?;
-    let paths: Vec<PathBuf> = dataset.clips.iter().map(|clip| clip.path.clone()).collect();
     let start = Instant::now();
-    let progress = progress_bar(paths.len() as u64, "features");
-    let results = extractor.extract_files(&paths, &LoadOptions::default(), Some(&cache), || progress.inc(1));
+    let progress = progress_bar(dataset.clips.len() as u64, "features");
+    let prepared = corpus::prepare(&dataset, &cache_root(args.cache_dir.as_deref()), || progress.inc(1))?;
     progress.finish_and_clear();
-    let mut problems = dataset.problems.clone();
-    for (path, result) in paths.iter().zip(&results) {
-        if let Err(err) = result {
-            problems.push(Problem {
-                path: path.clone(),
-                reason: err.to_string(),
-            });
-        }
-    }
-    let cached = results.iter().filter(|r| r.is_ok()).count();
     eprintln!(
-        "{cached} of {} clips have features in {} ({:.1} s)",
-        paths.len(),
-        cache_dir.display(),
+        "{} of {} clips have features in {} ({:.1} s)",
+        prepared.cached,
+        dataset.clips.len(),
+        prepared.cache_dir.display(),
         start.elapsed().as_secs_f64()
     );
-    Ok(report_problems(&problems))
+    Ok(report_problems(&prepared.problems))
 }

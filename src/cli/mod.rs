@@ -106,23 +106,19 @@ fn with_hint(err: anyhow::Error) -> anyhow::Error {
     let hint = err.chain().find_map(|cause| {
         // Transparent wrappers hide their inner error from the chain: look inside.
         let experiment = cause.downcast_ref::<ExperimentError>();
-        let train = cause.downcast_ref::<TrainError>().or(match experiment {
-            Some(ExperimentError::Train(inner)) => Some(inner),
-            _ => None,
-        });
-        let folds = cause.downcast_ref::<FoldError>().or(match experiment {
+        let folds = match experiment {
             Some(ExperimentError::Folds(inner)) => Some(inner),
-            _ => None,
-        });
-        match (experiment, train, folds) {
-            (Some(ExperimentError::Interrupted), _, _) => Some("run the same command with --resume to continue"),
-            (_, Some(TrainError::ConfigChanged { .. }), _) => {
+            _ => cause.downcast_ref::<FoldError>(),
+        };
+        match (experiment, folds) {
+            (Some(ExperimentError::Interrupted), _) => Some("run the same command with --resume to continue"),
+            (Some(ExperimentError::Train(TrainError::ConfigChanged { .. })), _) => {
                 Some("train again without --resume, or into another --out")
             }
-            (_, _, Some(FoldError::EmoboxSpeakerDependent { .. })) => {
+            (_, Some(FoldError::EmoboxSpeakerDependent { .. })) => {
                 Some("--protocol loso for a cross-speaker split, or --allow-speaker-overlap to reproduce EmoBox")
             }
-            (_, _, Some(FoldError::EmoboxPooled { .. })) => Some("use --protocol kfold or loso"),
+            (_, Some(FoldError::EmoboxPooled { .. })) => Some("use --protocol kfold or loso"),
             _ => None,
         }
     });
@@ -155,22 +151,9 @@ pub struct SnrArgs {
         value_delimiter = ',',
         default_value = "clean,20,10,5,0,-5",
         allow_hyphen_values = true,
-        value_parser = parse_snr
+        value_parser = emofuse::robustness::parse_condition
     )]
     pub snr: Vec<Option<f64>>,
-}
-
-/// `clean` → `None`, a number of dB → `Some`.
-fn parse_snr(text: &str) -> Result<Option<f64>, String> {
-    match text.trim() {
-        "clean" => Ok(None),
-        v => v
-            .parse::<f64>()
-            .ok()
-            .filter(|snr| snr.is_finite())
-            .map(Some)
-            .ok_or_else(|| format!("want clean or a number of dB, not {v:?}")),
-    }
 }
 
 /// The test fold of `train` and `eval`: `--fold K` of `--protocol` or of `--fold-file`.
@@ -251,7 +234,7 @@ pub fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
 /// Prints each skipped file as `path: reason` on stderr; exit code 2 if any.
 pub fn report_problems(problems: &[Problem]) -> ExitCode {
     for problem in problems {
-        eprintln!("{}", problem_line(problem));
+        eprintln!("{problem}");
     }
     if problems.is_empty() {
         ExitCode::SUCCESS
@@ -270,16 +253,6 @@ pub fn left_out(problems: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
-    }
-}
-
-/// `path: reason`, the path once (most reasons name their file already).
-pub fn problem_line(problem: &Problem) -> String {
-    let path = problem.path.display().to_string();
-    if problem.reason.starts_with(&path) {
-        problem.reason.clone()
-    } else {
-        format!("{path}: {}", problem.reason)
     }
 }
 

@@ -1,28 +1,29 @@
 //! `emofuse train` (one model, optionally scored on a test fold) and
 //! `emofuse cv` (every fold of a protocol, mean ± std).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use emofuse::augment::{Augment, NoiseAugmentConfig};
 use emofuse::data::DatasetKind;
 use emofuse::data::corpus::LoadedCorpus;
 use emofuse::data::folds::{FoldOptions, Protocol, ProtocolName};
-use emofuse::experiment::{self, CvEvent, CvPlan, ExperimentConfig, FoldResult, Split, SplitRun, Teacher};
+use emofuse::experiment::{self, CvEvent, CvPlan, ExperimentConfig, Split, SplitRun, Teacher};
 use emofuse::model::fusion::{EmotionModelConfig, ModelKind};
 use emofuse::model::saved::ModelFolder;
 use emofuse::model::temporal::BackboneConfig;
 use emofuse::model::whisper::WhisperMode;
 use emofuse::noise::SnrReference;
-use emofuse::train::{Balance, Event, Schedule, TrainingConfig};
+use emofuse::train::{Balance, Event, ScheduleName, TrainingConfig};
 
-use super::{DeviceArg, FoldArgs, cache_root, print_json, problem_line, progress_bar, report_problems};
+use super::{DeviceArg, FoldArgs, cache_root, print_json, progress_bar, report_problems};
 
 /// The data and model options `train` and `cv` share.
 #[derive(Debug, Args)]
@@ -132,12 +133,6 @@ pub struct TrainOptions {
     device: DeviceArg,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ScheduleName {
-    Cosine,
-    Plateau,
-}
-
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -173,14 +168,8 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
     let config = experiment_config(options)?;
     let stop = stop_flag()?;
     let corpus = load_corpora(options)?;
-    let (name, train, test) = match &test_fold {
-        Some(fold) => {
-            let (train, test) = fold.split(&corpus.clips).context("cannot make the test fold")?;
-            (fold.name(), train, test)
-        }
-        None => ("all clips".to_owned(), (0..corpus.clips.len()).collect(), Vec::new()),
-    };
-    let split = Split::new(name, &corpus, train, test, options.validation, options.seed);
+    let split = Split::of(&corpus, test_fold.as_ref(), options.validation, options.seed)
+        .context("cannot make the test fold")?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let run = SplitRun {
         out_dir: &args.out,
@@ -195,7 +184,7 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
     let result = run.run(&stop, &mut |event| progress.show(event));
     progress.finish();
     let result = result?;
-    print_test_scores(&result);
+    eprintln!("{result}");
     print_json(&result)?;
     Ok(report_problems(&corpus.problems))
 }
@@ -223,32 +212,18 @@ pub fn cv(args: &CvArgs) -> Result<ExitCode> {
             let ua = result.test.as_ref().map_or(0.0, |m| m.ua);
             eprintln!("fold {fold}: done earlier (UA {:.2})", 100.0 * ua);
         }
-        CvEvent::FoldStarted { fold, of, split } => eprintln!(
-            "fold {fold}/{of}: {} train, {} validation, {} test clips",
-            split.train.len(),
-            split.validation.len(),
-            split.test.len()
-        ),
+        CvEvent::FoldStarted { fold, of, split } => eprintln!("fold {fold}/{of}: {split}"),
         CvEvent::Training(event) => progress.show(event),
-        CvEvent::FoldFinished { fold, result } => {
+        CvEvent::FoldFinished { result } => {
             std::mem::take(&mut progress).finish();
             if let Some(result) = result {
-                print_test_scores(result);
-                if let Some(test) = &result.test {
-                    eprintln!("fold {fold}: {test}");
-                }
+                eprintln!("{result}");
             }
         }
     });
     progress.finish();
     println!("{}", summary?);
     Ok(report_problems(&corpus.problems))
-}
-
-fn print_test_scores(result: &FoldResult) {
-    if let Some(test) = &result.test {
-        eprintln!("{}: test {test}", result.split);
-    }
 }
 
 /// Ctrl-C sets the flag; training checkpoints and stops at the next batch.
@@ -270,15 +245,15 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 #[derive(Default)]
 struct TrainingProgress {
     /// Work before training (hidden states, the teacher's labels), by message.
-    stages: Vec<(&'static str, ProgressBar)>,
+    stages: BTreeMap<&'static str, ProgressBar>,
     training: Option<ProgressBar>,
 }
 
 impl TrainingProgress {
     fn show(&mut self, event: Event) {
-        match event {
-            Event::HiddenStates { done, total } => self.stage("encoder hidden states", done, total),
-            Event::Teacher { done, total } => self.stage("teacher's probabilities", done, total),
+        let (stage, done, total) = match event {
+            Event::HiddenStates { done, total } => ("encoder hidden states", done, total),
+            Event::Teacher { done, total } => ("teacher's probabilities", done, total),
             Event::Started {
                 epochs,
                 batches_per_epoch,
@@ -295,38 +270,32 @@ impl TrainingProgress {
                     eprintln!("resuming after epoch {epoch}, batch {batch}");
                 }
                 self.training = Some(bar);
+                return;
             }
             Event::Batch { epoch, loss, .. } => {
                 if let Some(bar) = &self.training {
                     bar.inc(1);
                     bar.set_message(format!("epoch {} loss {loss:.3}", epoch + 1));
                 }
+                return;
             }
             // Printed even when the bar is hidden (stderr not a terminal), for logs.
-            Event::Epoch(log) => match &self.training {
-                Some(bar) => bar.suspend(|| eprintln!("{log}")),
-                None => eprintln!("{log}"),
-            },
-            Event::Warning(warning) => eprintln!("warning: {warning}"),
-        }
-    }
-
-    fn stage(&mut self, message: &'static str, done: usize, total: usize) {
-        let at = match self.stages.iter().position(|(m, _)| *m == message) {
-            Some(at) => at,
-            None => {
-                self.stages.push((message, progress_bar(0, message)));
-                self.stages.len() - 1
+            Event::Epoch(log) => {
+                match &self.training {
+                    Some(bar) => bar.suspend(|| eprintln!("{log}")),
+                    None => eprintln!("{log}"),
+                }
+                return;
             }
+            Event::Warning(warning) => return eprintln!("warning: {warning}"),
         };
-        let bar = &self.stages[at].1;
+        let bar = self.stages.entry(stage).or_insert_with(|| progress_bar(0, stage));
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     }
 
     fn finish(self) {
-        let bars = self.stages.into_iter().map(|(_, bar)| bar).chain(self.training);
-        for bar in bars {
+        for bar in self.stages.into_values().chain(self.training) {
             bar.finish_and_clear();
         }
     }
@@ -345,13 +314,6 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
         options.dropout,
         options.spectral_dropout,
     );
-    let schedule = match options.schedule {
-        ScheduleName::Cosine => Schedule::Cosine,
-        ScheduleName::Plateau => Schedule::Plateau {
-            patience: 3,
-            factor: 0.5,
-        },
-    };
     Ok(ExperimentConfig {
         training: TrainingConfig {
             model,
@@ -360,7 +322,7 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
             learning_rate: options.lr,
             weight_decay: options.weight_decay,
             warmup_epochs: options.warmup,
-            schedule,
+            schedule: options.schedule.into(),
             balance: options.balance,
             grad_clip_norm: (options.clip_grad > 0.0).then_some(options.clip_grad),
             patience: (options.patience > 0 && options.validation > 0.0).then_some(options.patience),
@@ -402,7 +364,8 @@ fn teacher(options: &TrainOptions) -> Result<Option<Teacher>> {
     }))
 }
 
-/// Every corpus of `--data`, decoded with features (through the cache).
+/// Every corpus of `--data`, decoded with features (through the cache); the
+/// files left out are listed when the command ends.
 fn load_corpora(options: &TrainOptions) -> Result<LoadedCorpus> {
     let progress = progress_bar(0, "audio and features");
     let corpus = LoadedCorpus::load(
@@ -416,9 +379,6 @@ fn load_corpora(options: &TrainOptions) -> Result<LoadedCorpus> {
     )
     .context("cannot read the corpora")?;
     progress.finish_and_clear();
-    for problem in &corpus.problems {
-        eprintln!("{} (left out)", problem_line(problem));
-    }
     Ok(corpus)
 }
 

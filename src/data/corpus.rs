@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::folds::{self, Fold, FoldError, FoldOptions};
-use super::{Clip, DataError, DatasetKind, Emotion, Problem};
+use super::{Clip, DataError, Dataset, DatasetKind, Emotion, Problem};
 use crate::audio::{self, LoadOptions};
 use crate::features::cache::{CacheError, FeatureCache};
 use crate::features::{FeatureConfig, FeatureExtractor, FileError, FrameFeatures};
@@ -68,7 +68,7 @@ impl LoadedCorpus {
         }
         let config = FeatureConfig::default();
         let extractor = FeatureExtractor::new(config.clone()).expect("the default feature configuration is valid");
-        // The same layout as `emofuse prepare`: features under <cache root>/features.
+        // The same layout as [`prepare`]: features under <cache root>/features.
         let cache = FeatureCache::open(cache_root.join("features"), &config)?;
         let total = clips.len();
         let loaded = load_audio(&clips, &extractor, Some(&cache), || on_clip(total));
@@ -100,9 +100,44 @@ impl LoadedCorpus {
     }
 }
 
+/// What [`prepare`] did.
+pub struct Prepared {
+    /// Clips whose features are in the cache now.
+    pub cached: usize,
+    pub cache_dir: PathBuf,
+    /// Files that could not be read, the corpus' own among them.
+    pub problems: Vec<Problem>,
+}
+
+/// Computes the default frame features of every clip of `dataset` into the
+/// cache under `cache_root` (what `emofuse train` then reads), on all cores;
+/// `on_clip` once per clip.
+pub fn prepare(dataset: &Dataset, cache_root: &Path, on_clip: impl Fn() + Sync) -> Result<Prepared, CacheError> {
+    let config = FeatureConfig::default();
+    let extractor = FeatureExtractor::new(config.clone()).expect("the default feature configuration is valid");
+    let cache_dir = cache_root.join("features");
+    let cache = FeatureCache::open(&cache_dir, &config)?;
+    let paths: Vec<PathBuf> = dataset.clips.iter().map(|clip| clip.path.clone()).collect();
+    let results = extractor.extract_files(&paths, &LoadOptions::default(), Some(&cache), on_clip);
+    let mut problems = dataset.problems.clone();
+    for (path, result) in paths.iter().zip(&results) {
+        if let Err(err) = result {
+            problems.push(Problem {
+                path: path.clone(),
+                reason: err.to_string(),
+            });
+        }
+    }
+    Ok(Prepared {
+        cached: results.iter().filter(|r| r.is_ok()).count(),
+        cache_dir,
+        problems,
+    })
+}
+
 /// Decodes every clip and computes its features (through `cache` when
 /// given), on all cores, in clip order. `on_clip` is called once per clip.
-pub fn load_audio(
+fn load_audio(
     clips: &[Clip],
     extractor: &FeatureExtractor,
     cache: Option<&FeatureCache>,

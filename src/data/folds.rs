@@ -345,7 +345,7 @@ pub fn read_fold_file(path: &Path, fold: usize, clips: &[Clip]) -> Result<(Vec<u
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let file: FoldsFile =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not a folds file (emofuse data folds --json): {e}")))?;
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a folds file as `data folds` writes it: {e}")))?;
     let count = file.folds.len();
     let entry = file
         .folds

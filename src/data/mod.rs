@@ -140,6 +140,18 @@ pub struct Problem {
     pub reason: String,
 }
 
+/// `path: reason`, the path once (most reasons name their file already).
+impl std::fmt::Display for Problem {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display().to_string();
+        if self.reason.starts_with(&path) {
+            write!(out, "{}", self.reason)
+        } else {
+            write!(out, "{path}: {}", self.reason)
+        }
+    }
+}
+
 /// A corpus as read from disk: the clips that parsed and the files that did not.
 #[derive(Debug, Clone, Serialize)]
 pub struct Dataset {

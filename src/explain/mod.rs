@@ -321,6 +321,29 @@ pub fn explain_file(
     Ok(explanation)
 }
 
+/// Explains each of `files` into `out`: the folder itself for one file, a
+/// sub-folder named by each file's stem for several. `on_file` hears each
+/// outcome and the folder it went to; the explanations made come back.
+pub fn explain_files(
+    predictor: &Predictor,
+    files: &[PathBuf],
+    options: &ExplainOptions,
+    out: &Path,
+    mut on_file: impl FnMut(&Path, &Result<Explanation, ExplainError>),
+) -> Vec<Explanation> {
+    let mut explanations = Vec::new();
+    for file in files {
+        let dir = match files.len() {
+            1 => out.to_owned(),
+            _ => out.join(file.file_stem().unwrap_or_default()),
+        };
+        let result = explain_file(predictor, file, options, &dir);
+        on_file(&dir, &result);
+        explanations.extend(result);
+    }
+    explanations
+}
+
 /// Stream-level SHAP of one clip only (cheap: one forward pass), for studies
 /// over many clips. Returns the values and the mean fusion gate.
 pub fn stream_shap(

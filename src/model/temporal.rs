@@ -163,15 +163,15 @@ impl BackboneConfig {
     /// Fewest samples the encoder accepts (one output frame).
     pub fn min_samples(&self) -> usize {
         match self {
-            BackboneConfig::Whisper { .. } => super::whisper::HOP_LENGTH,
-            _ => {
-                let encoder = self.wav2vec2().expect("not whisper");
+            BackboneConfig::Scratch { encoder } | BackboneConfig::Wav2vec2 { encoder, .. } => {
                 (1..=16_000).find(|&n| encoder.n_frames(n) > 0).unwrap_or(16_000)
             }
+            BackboneConfig::Whisper { .. } => super::whisper::HOP_LENGTH,
         }
     }
 
-    /// A short name and identity for caches and reports.
+    /// The whole configuration as one string: the hidden-state cache's key,
+    /// which changes whenever the encoder's output would.
     pub fn identity(&self) -> String {
         serde_json::to_string(self).expect("a backbone config serialises")
     }

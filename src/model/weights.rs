@@ -314,10 +314,15 @@ pub fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, RawTensor>, Weigh
         path: path.to_owned(),
         detail,
     };
-    let mut head = [0u8; 2];
-    let head_len = std::io::Read::read(&mut std::fs::File::open(path).map_err(io)?, &mut head).map_err(io)?;
-    // PyTorch ≥ 1.6 writes a zip ("PK"); older versions a raw pickle (0x80 protocol byte).
-    if head[..head_len].starts_with(b"PK") || head[..head_len].first() == Some(&0x80) {
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut head = Vec::with_capacity(9);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 9), &mut head).map_err(io)?;
+    // PyTorch ≥ 1.6 writes a zip ("PK"); older versions a raw pickle (0x80
+    // protocol byte). A safetensors file starts with its header's length,
+    // whose low byte is 0x80 in one file of 256: its header, not its first
+    // byte, says what it is.
+    if !is_safetensors(&head, size) && (head.starts_with(b"PK") || head.first() == Some(&0x80)) {
         return read_pytorch(path);
     }
     let bytes = std::fs::read(path).map_err(io)?;
@@ -349,6 +354,16 @@ pub fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, RawTensor>, Weigh
         );
     }
     Ok(out)
+}
+
+/// Whether a file of `size` bytes opening with `head` opens as safetensors
+/// do: a little-endian u64 header length that fits the file, then a JSON object.
+fn is_safetensors(head: &[u8], size: u64) -> bool {
+    let Some((length, rest)) = head.split_first_chunk::<8>() else {
+        return false;
+    };
+    let length = u64::from_le_bytes(*length);
+    length >= 2 && length <= size - 8 && rest.first() == Some(&b'{')
 }
 
 fn read_pytorch(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
@@ -385,4 +400,31 @@ fn read_pytorch(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError
 
 fn f32_values(bytes: &[u8], width: usize, convert: impl Fn(&[u8]) -> f32) -> Vec<f32> {
     bytes.chunks_exact(width).map(convert).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18: a header length whose low byte is 0x80 (a pickle's first
+    /// byte) sent safetensors files to the PyTorch reader, which refused them.
+    #[test]
+    fn a_safetensors_header_length_ending_in_0x80_is_still_safetensors() {
+        let values: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &values).unwrap();
+        // Metadata padding moves the header length until its low byte is 0x80.
+        let bytes = (0..256)
+            .find_map(|pad| {
+                let metadata = std::collections::HashMap::from([("pad".to_owned(), "x".repeat(pad))]);
+                let bytes = safetensors::serialize([("w", view.clone())], Some(metadata)).unwrap();
+                (bytes[0] == 0x80).then_some(bytes)
+            })
+            .expect("some padding gives a header length ending in 0x80");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, bytes).unwrap();
+        let tensors = read_checkpoint(&path).unwrap();
+        assert_eq!(tensors["w"].data, vec![1.5, -2.0]);
+        assert_eq!(tensors["w"].shape, vec![2]);
+    }
 }

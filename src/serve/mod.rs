@@ -401,3 +401,25 @@ impl Drop for InFlight {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_tells_the_client_nothing_of_the_internals() {
+        let response = ApiError::internal("/secret/path/model.safetensors: checksum mismatch").into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let body = runtime
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(message.starts_with("internal error"), "{message}");
+        assert!(
+            !message.contains("secret") && !message.contains("checksum"),
+            "{message}"
+        );
+    }
+}

@@ -52,6 +52,26 @@ pub enum Schedule {
     Plateau { patience: usize, factor: f64 },
 }
 
+/// A schedule as the user names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleName {
+    Cosine,
+    /// Halve the learning rate after 3 epochs without a better validation UA.
+    Plateau,
+}
+
+impl From<ScheduleName> for Schedule {
+    fn from(name: ScheduleName) -> Schedule {
+        match name {
+            ScheduleName::Cosine => Schedule::Cosine,
+            ScheduleName::Plateau => Schedule::Plateau {
+                patience: 3,
+                factor: 0.5,
+            },
+        }
+    }
+}
+
 /// How unequal class sizes are compensated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

@@ -38,7 +38,7 @@ use crate::persist;
 use checkpoint::{Checkpoint, RunState};
 
 pub use checkpoint::{CHECKPOINT_FILE, LOG_FILE};
-pub use config::{Balance, Distillation, Schedule, TrainingConfig};
+pub use config::{Balance, Distillation, Schedule, ScheduleName, TrainingConfig};
 
 /// The examples of one run; labels index the model's class list.
 pub struct TrainingData<'a> {
