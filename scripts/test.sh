@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine with the Rust toolchain: installs
-# what the browser test needs (Debian's chromium, playwright-core from npm),
-# then runs cargo test. The tests read the real corpora from ../shared/data.
+# The whole test suite on a fresh machine with the Rust toolchain: checks the
+# module layering, installs what the browser test needs (Debian's chromium,
+# playwright-core from npm), then runs cargo test and schemathesis. The tests
+# read the real corpora from ../shared/data.
+#
+# usage: scripts/test.sh [--gpu]
+#   --gpu  also compiles the `gpu` feature (burn's Vulkan backend) and runs the
+#          GPU-vs-CPU test, which skips, saying why, without a GPU. Not in CI's
+#          run: the check alone costs ~11 min on 2 cores (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+gpu=false
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) gpu=true ;;
+    *) echo "usage: scripts/test.sh [--gpu]" >&2; exit 2 ;;
+  esac
+done
 # The module layering (which module may name which; one place names the device).
 python3 ../shared/tools/layers.py
 if [ ! -x /usr/bin/chromium ]; then
@@ -15,3 +28,6 @@ fi
 cargo test --locked
 # The server against its own OpenAPI document (schemathesis from PyPI, ~1 min).
 scripts/schemathesis.sh 100
+if $gpu; then
+  cargo test --locked --features gpu gpu:: -- --nocapture
+fi

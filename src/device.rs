@@ -68,21 +68,23 @@ impl DeviceChoice {
 fn gpu(index: usize) -> Result<Device, DeviceError> {
     let device = Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(index));
     // The device is opened lazily, and opening one that is not there panics
-    // inside the runtime: opening it here turns that into an error.
-    let identity = std::panic::catch_unwind(|| device.identity()).map_err(|panic| DeviceError::NoGpu {
-        index,
-        detail: panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "the Vulkan runtime found no such adapter".into()),
-    })?;
+    // inside the runtime: opening it here, quietly, turns that into an error.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let identity = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.identity()));
+    std::panic::set_hook(hook);
+    let no_gpu = |detail: String| DeviceError::NoGpu { index, detail };
     match identity {
-        Some(_) => Ok(device),
-        None => Err(DeviceError::NoGpu {
-            index,
-            detail: "the Vulkan runtime reports no such adapter".into(),
-        }),
+        Ok(Some(identity)) if identity.physical.is_some() => Ok(device),
+        Ok(Some(identity)) => Err(no_gpu(format!("{} is a software rasteriser, not a GPU", identity.name))),
+        Ok(None) => Err(no_gpu("the Vulkan runtime reports no such adapter".into())),
+        Err(panic) => Err(no_gpu(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the Vulkan runtime found no such adapter".into()),
+        )),
     }
 }
 

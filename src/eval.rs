@@ -201,8 +201,8 @@ impl std::fmt::Display for EvalReport<'_> {
 pub enum EvalError {
     #[error("no clip has a label the model knows ({})", labels.join(", "))]
     NothingToScore { labels: Vec<String> },
-    #[error("{}: cannot write: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] persist::WriteError),
     #[error(transparent)]
     Plot(#[from] PlotError),
 }
@@ -274,10 +274,7 @@ impl Evaluation {
     /// Writes `metrics.json` (the report), `metrics.csv`, `predictions.csv`
     /// (every clip's classes and probabilities) and `confusion.png` into `out`.
     pub fn write_files(&self, out: &Path, report: &EvalReport) -> Result<(), EvalError> {
-        let write = |name: &str, bytes: &[u8]| {
-            let path = out.join(name);
-            persist::write_atomic(&path, bytes).map_err(|source| EvalError::Write { path, source })
-        };
+        let write = |name: &str, bytes: &[u8]| persist::write_file(&out.join(name), bytes);
         write(
             "metrics.json",
             &serde_json::to_vec_pretty(report).expect("a report serialises"),

@@ -196,8 +196,8 @@ pub enum ExperimentError {
     Backbone(#[from] wav2vec2::LoadError),
     #[error("the pretrained encoder: {0}")]
     Frozen(#[from] BackboneError),
-    #[error("{}: cannot write: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] persist::WriteError),
     #[error(transparent)]
     Cache(#[from] crate::features::cache::CacheError),
     #[error("{}: {source}", path.display())]
@@ -294,40 +294,17 @@ impl SplitRun<'_> {
         if outcome.interrupted {
             return Err(ExperimentError::Interrupted);
         }
-        let train_seconds = outcome.logs.iter().map(|log| log.seconds).sum();
-        let model_config = ModelConfig {
-            format: saved::FORMAT.into(),
-            model: training.model.clone(),
-            features: FeatureConfig::default(),
-            feature_stats: plan.feature_stats.clone(),
-            labels: plan.labels.clone(),
-            embedding_means: embedding_means(
-                &outcome.model,
-                &training.model,
-                &train.examples,
-                encoders.frozen.as_ref(),
-                self.device,
-            ),
-            training: Some(Provenance {
-                command: self.config.command.clone(),
-                data: self.corpus.sources.clone(),
-                fold: Some(self.split.name.clone()),
-                seed: training.seed,
-                version: env!("CARGO_PKG_VERSION").into(),
-                commit: option_env!("EMOFUSE_COMMIT").unwrap_or("unknown").into(),
-                train_clips: self.split.train.len(),
-                validation_clips: self.split.validation.len(),
-                validation: self.split.validation_description.clone(),
-                epochs_run: outcome.logs.len(),
-                best_epoch: outcome.best_epoch,
-                best_validation_ua: outcome.best_validation_ua,
-                seconds: train_seconds,
-            }),
-        };
+        let means = embedding_means(
+            &outcome.model,
+            &training.model,
+            &train.examples,
+            encoders.frozen.as_ref(),
+            self.device,
+        );
+        let model_config = self.model_config(&training, &plan, &outcome, means);
         saved::save(self.out_dir, &model_config, &outcome.model, self.config.half)?;
 
         let test = plan.examples(&self.split.test, false);
-        let unscored_test_clips = self.split.test.len() - test.examples.len();
         let scores = (!test.examples.is_empty()).then(|| {
             let probabilities = infer::probabilities(
                 &outcome.model,
@@ -343,15 +320,48 @@ impl SplitRun<'_> {
         let result = FoldResult {
             split: self.split.name.clone(),
             model_dir: self.out_dir.to_owned(),
+            unscored_test_clips: self.split.test.len() - test.examples.len(),
             labels: plan.labels,
             test: scores,
-            unscored_test_clips,
             best_epoch: outcome.best_epoch,
             best_validation_ua: outcome.best_validation_ua,
-            train_seconds,
+            train_seconds: model_config.training.as_ref().map_or(0.0, |p| p.seconds),
         };
         write_json(&self.out_dir.join(RESULT_FILE), &result)?;
         Ok(result)
+    }
+
+    /// The saved model's `config.json`: what it is and how it was made.
+    fn model_config(
+        &self,
+        training: &TrainingConfig,
+        plan: &Plan,
+        outcome: &train::Outcome,
+        embedding_means: EmbeddingMeans,
+    ) -> ModelConfig {
+        ModelConfig {
+            format: saved::FORMAT.into(),
+            model: training.model.clone(),
+            features: FeatureConfig::default(),
+            feature_stats: plan.feature_stats.clone(),
+            labels: plan.labels.clone(),
+            embedding_means,
+            training: Some(Provenance {
+                command: self.config.command.clone(),
+                data: self.corpus.sources.clone(),
+                fold: Some(self.split.name.clone()),
+                seed: training.seed,
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: option_env!("EMOFUSE_COMMIT").unwrap_or("unknown").into(),
+                train_clips: self.split.train.len(),
+                validation_clips: self.split.validation.len(),
+                validation: self.split.validation_description.clone(),
+                epochs_run: outcome.logs.len(),
+                best_epoch: outcome.best_epoch,
+                best_validation_ua: outcome.best_validation_ua,
+                seconds: outcome.logs.iter().map(|log| log.seconds).sum(),
+            }),
+        }
     }
 }
 
@@ -835,7 +845,7 @@ pub fn cross_validate(
             of: folds.len(),
             split: &split,
         });
-        std::fs::create_dir_all(&dir).map_err(|source| ExperimentError::Write {
+        std::fs::create_dir_all(&dir).map_err(|source| persist::WriteError {
             path: dir.clone(),
             source,
         })?;
@@ -864,9 +874,7 @@ pub fn cross_validate(
         folds: results,
     };
     write_json(&plan.out_dir.join("summary.json"), &summary)?;
-    let csv_path = plan.out_dir.join("summary.csv");
-    persist::write_atomic(&csv_path, summary.csv().as_bytes())
-        .map_err(|source| ExperimentError::Write { path: csv_path, source })?;
+    persist::write_file(&plan.out_dir.join("summary.csv"), summary.csv().as_bytes())?;
     Ok(summary)
 }
 
@@ -921,8 +929,5 @@ fn read_result(dir: &Path) -> Option<FoldResult> {
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ExperimentError> {
     let json = serde_json::to_vec_pretty(value).expect("results serialise");
-    persist::write_atomic(path, &json).map_err(|source| ExperimentError::Write {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(persist::write_file(path, &json)?)
 }

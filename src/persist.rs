@@ -17,6 +17,22 @@ pub fn cache_root() -> PathBuf {
     })
 }
 
+/// A result file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot write: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// [`write_atomic`], with an error that names the file.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    write_atomic(path, bytes).map_err(|source| WriteError {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Writes `bytes` to a unique temporary file beside `path`, flushes it to
 /// disk, then renames it over `path` (atomic on POSIX file systems). On
 /// failure the previous content of `path`, if any, is untouched.

@@ -43,8 +43,8 @@ pub enum RobustnessError {
     Data(#[from] DataError),
     #[error("{}: the model has no test fold (no split.json, or trained on every clip); it needs test clips from a corpus", dir.display())]
     NoTestClips { dir: PathBuf },
-    #[error("{}: cannot write: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] persist::WriteError),
     #[error(transparent)]
     Plot(#[from] PlotError),
     #[error("the noise corpus: {0}")]
@@ -547,7 +547,7 @@ impl SweepJournal {
         let key = serde_json::json!(blake3::hash(&key).to_hex().to_string());
         let path = out.join(".robustness.journal.jsonl");
         let (journal, done) =
-            persist::Journal::open::<SweepRow>(&path, &key).map_err(|source| RobustnessError::Write {
+            persist::Journal::open::<SweepRow>(&path, &key).map_err(|source| persist::WriteError {
                 path: path.clone(),
                 source,
             })?;
@@ -581,7 +581,7 @@ impl SweepJournal {
         let path = self.path.clone();
         self.journal
             .finish()
-            .map_err(|source| RobustnessError::Write { path, source })?;
+            .map_err(|source| persist::WriteError { path, source })?;
         let warning = journal_error.map(|err| format!("cannot write {}: {err}", self.path.display()));
         Ok((report, warning))
     }
@@ -630,10 +630,7 @@ fn degradation(summary: &[SweepSummary], snrs: &[Option<f64>]) -> Vec<Degradatio
 /// row), `summary.csv` (mean over folds), `ua_vs_snr.png` and, per model, a
 /// heat map of the noise categories (`categories`) when swept one by one.
 pub fn write_outputs(out: &Path, report: &SweepReport, categories: &[String]) -> Result<(), RobustnessError> {
-    let write = |name: &str, bytes: &[u8]| {
-        let path = out.join(name);
-        persist::write_atomic(&path, bytes).map_err(|source| RobustnessError::Write { path, source })
-    };
+    let write = |name: &str, bytes: &[u8]| persist::write_file(&out.join(name), bytes);
     write(
         "robustness.json",
         &serde_json::to_vec_pretty(report).expect("a report serialises"),

@@ -7,6 +7,7 @@ mod cli;
 mod data;
 mod explain;
 mod features;
+mod gpu;
 mod noise;
 mod properties;
 mod serve;

@@ -13,7 +13,7 @@ use emofuse::explain::{self, ExplainOptions, snr_study};
 use emofuse::noise::SnrReference;
 use emofuse::robustness::SweepConfig;
 
-use super::{DeviceArg, SnrArgs, emit, left_out, load_predictor, print_json, progress_bar};
+use super::{DeviceArg, SnrArgs, emit, load_predictor, print_json, progress_bar, report_problems};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -135,5 +135,5 @@ fn study(args: &ExplainArgs) -> Result<ExitCode> {
     progress.finish_and_clear();
     snr_study::write_outputs(&args.out, &study.rows, &config.snrs)?;
     emit(args.json, &study)?;
-    Ok(left_out(&study.problems))
+    Ok(report_problems(&study.problems))
 }

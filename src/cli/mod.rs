@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use emofuse::data::folds::{FoldError, FoldOptions, FoldSource, Protocol, ProtocolName, TestFold};
-use emofuse::data::{Dataset, DatasetKind, Problem};
+use emofuse::data::{Dataset, DatasetKind};
 use emofuse::device::DeviceChoice;
 use emofuse::experiment::ExperimentError;
 use emofuse::infer::Predictor;
@@ -231,8 +231,9 @@ pub fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
     bar
 }
 
-/// Prints each skipped file as `path: reason` on stderr; exit code 2 if any.
-pub fn report_problems(problems: &[Problem]) -> ExitCode {
+/// Prints each file (or clip) a bulk command skipped, as `path: reason`, on
+/// stderr; exit code 2 if any.
+pub fn report_problems(problems: &[impl std::fmt::Display]) -> ExitCode {
     for problem in problems {
         eprintln!("{problem}");
     }
@@ -240,18 +241,6 @@ pub fn report_problems(problems: &[Problem]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         eprintln!("emofuse: {} file(s) skipped", problems.len());
-        ExitCode::from(2)
-    }
-}
-
-/// Prints each clip a bulk command left out; exit code 2 if any.
-pub fn left_out(problems: &[String]) -> ExitCode {
-    for problem in problems {
-        eprintln!("{problem} (left out)");
-    }
-    if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
         ExitCode::from(2)
     }
 }

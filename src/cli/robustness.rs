@@ -10,7 +10,7 @@ use emofuse::data::DatasetKind;
 use emofuse::noise::SnrReference;
 use emofuse::robustness::{Sweep, SweepConfig};
 
-use super::{DeviceArg, SnrArgs, emit, left_out, progress_bar};
+use super::{DeviceArg, SnrArgs, emit, progress_bar, report_problems};
 
 #[derive(Debug, Args)]
 pub struct RobustnessArgs {
@@ -80,5 +80,5 @@ pub fn robustness(args: &RobustnessArgs) -> Result<ExitCode> {
     if unscored > 0 {
         eprintln!("note: up to {unscored} test clips per model have labels it does not know (not scored)");
     }
-    Ok(left_out(&report.problems))
+    Ok(report_problems(&report.problems))
 }

@@ -273,8 +273,8 @@ pub enum ExplainError {
     Spectrogram { name: String, source: FeatureError },
     #[error("{name}: cannot draw the explanation: {detail}")]
     Draw { name: String, detail: String },
-    #[error("{}: cannot write: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] persist::WriteError),
 }
 
 /// [`explain`], and the picture of the explanation (PNG bytes).
@@ -309,10 +309,7 @@ pub fn explain_file(
 ) -> Result<Explanation, ExplainError> {
     let waveform = audio::load(file)?;
     let (explanation, png) = explain_with_picture(predictor, &waveform, &file.display().to_string(), options)?;
-    let write = |name: &str, bytes: &[u8]| {
-        let path = dir.join(name);
-        persist::write_atomic(&path, bytes).map_err(|source| ExplainError::Write { path, source })
-    };
+    let write = |name: &str, bytes: &[u8]| persist::write_file(&dir.join(name), bytes);
     write("explanation.png", &png)?;
     write(
         "explanation.json",

@@ -79,8 +79,8 @@ pub enum StudyError {
     Noise(#[from] NoiseError),
     #[error("{}: a {kind} model has one stream; the study compares two (train a fusion model)", dir.display())]
     OneStream { dir: PathBuf, kind: &'static str },
-    #[error("{}: cannot write: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] persist::WriteError),
     #[error(transparent)]
     Plot(#[from] PlotError),
 }
@@ -178,10 +178,7 @@ pub fn study(
 /// Writes `snr_study.json`, `snr_study.csv` and `snr_study.png` (the
 /// temporal stream's share and gate weight against the conditions `snrs`) into `out`.
 pub fn write_outputs(out: &Path, rows: &[StudyRow], snrs: &[Option<f64>]) -> Result<(), StudyError> {
-    let write = |file: &str, bytes: &[u8]| {
-        let path = out.join(file);
-        persist::write_atomic(&path, bytes).map_err(|source| StudyError::Write { path, source })
-    };
+    let write = |file: &str, bytes: &[u8]| persist::write_file(&out.join(file), bytes);
     write(
         "snr_study.json",
         &serde_json::to_vec_pretty(rows).expect("rows serialise"),

@@ -168,6 +168,13 @@ struct Progress {
     best: Option<Vec<u8>>,
 }
 
+impl Progress {
+    /// Checkpoints where the run stands.
+    fn save(&self, path: &Path) -> Result<(), TrainError> {
+        Checkpoint::write(path, &self.state, &self.model, &self.optimizer, self.best.as_deref())
+    }
+}
+
 impl TrainRun<'_> {
     /// Trains to the end, to early stopping, or until `stop` is set (polled
     /// after every batch; the position is then checkpointed and the outcome
@@ -193,23 +200,11 @@ impl TrainRun<'_> {
             interrupted = self.train_epoch(&mut progress, &class_weights, stop, on_event);
             progress.state.seconds += started.elapsed().as_secs_f64();
             if interrupted {
-                Checkpoint::write(
-                    &checkpoint_path,
-                    &progress.state,
-                    &progress.model,
-                    &progress.optimizer,
-                    progress.best.as_deref(),
-                )?;
+                progress.save(&checkpoint_path)?;
                 break;
             }
             let log = self.finish_epoch(&mut progress, &class_weights)?;
-            Checkpoint::write(
-                &checkpoint_path,
-                &progress.state,
-                &progress.model,
-                &progress.optimizer,
-                progress.best.as_deref(),
-            )?;
+            progress.save(&checkpoint_path)?;
             checkpoint::write_log(self.run_dir, &progress.state.logs)?;
             on_event(Event::Epoch(log));
         }
