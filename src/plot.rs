@@ -79,69 +79,28 @@ pub fn confusion_matrix(
     confusion: &[Vec<usize>],
     title: &str,
 ) -> Result<(), PlotError> {
-    use plotters::style::text_anchor::{HPos, Pos, VPos};
-    let n = labels.len();
-    let cell = 64u32;
-    let size = (170 + cell * n as u32, 150 + cell * n as u32);
-    render_png(path, size, |root| {
-        let err = |e: &dyn std::fmt::Display| e.to_string();
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT_NAME, 20))
-            .margin(12)
-            .x_label_area_size(55)
-            .y_label_area_size(95)
-            .build_cartesian_2d(0.0..n as f64, 0.0..n as f64)
-            .map_err(|e| err(&e))?;
-        // Tick at the middle of each cell; row 0 (the first label) on top.
-        let name = |v: f64, flip: bool| {
-            let i = v.floor() as usize;
-            let i = if flip { n.saturating_sub(1 + i) } else { i };
-            if (v - v.floor() - 0.5).abs() < 1e-6 {
-                labels.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(2 * n + 1)
-            .y_labels(2 * n + 1)
-            .x_label_formatter(&|v| name(*v, false))
-            .y_label_formatter(&|v| name(*v, true))
-            .x_desc("predicted")
-            .y_desc("true")
-            .label_style((FONT_NAME, 14))
-            .axis_desc_style((FONT_NAME, 16))
-            .draw()
-            .map_err(|e| err(&e))?;
-        for (t, row) in confusion.iter().enumerate() {
+    let cells: Vec<Vec<Option<Cell>>> = confusion
+        .iter()
+        .map(|row| {
             let total: usize = row.iter().sum();
-            for (p, &count) in row.iter().enumerate() {
-                let share = if total == 0 { 0.0 } else { count as f64 / total as f64 };
-                let (x, y) = (p as f64, (n - 1 - t) as f64);
-                chart
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(x, y), (x + 1.0, y + 1.0)],
-                        ViridisRGB::get_color(share).filled(),
-                    )))
-                    .map_err(|e| err(&e))?;
-                let text_color = if share > 0.6 { BLACK } else { WHITE };
-                let style = (FONT_NAME, 16)
-                    .into_font()
-                    .color(&text_color)
-                    .pos(Pos::new(HPos::Center, VPos::Center));
-                chart
-                    .draw_series(std::iter::once(Text::new(
-                        format!("{count}"),
-                        (x + 0.5, y + 0.5),
-                        style,
-                    )))
-                    .map_err(|e| err(&e))?;
-            }
-        }
-        Ok(())
-    })
+            row.iter()
+                .map(|&count| {
+                    let share = if total == 0 { 0.0 } else { count as f64 / total as f64 };
+                    Some(Cell {
+                        value: share,
+                        text: count.to_string(),
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let n = labels.len() as u32;
+    let layout = GridLayout {
+        size: (170 + 64 * n, 150 + 64 * n),
+        label_areas: (55, 95),
+        font: 16,
+    };
+    grid(path, title, ("predicted", "true"), labels, labels, &cells, &layout)
 }
 
 /// One line of a line chart: name and `(x, y, ±y)` points.
@@ -223,23 +182,69 @@ pub fn lines(
 pub fn heatmap(
     path: &Path,
     title: &str,
-    (x_desc, y_desc): (&str, &str),
+    axes: (&str, &str),
     columns: &[String],
     rows: &[String],
     values: &[Vec<Option<f64>>],
 ) -> Result<(), PlotError> {
+    let cells: Vec<Vec<Option<Cell>>> = values
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|value| {
+                    value.map(|value| Cell {
+                        value,
+                        text: format!("{:.1}", 100.0 * value),
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let layout = GridLayout {
+        size: (230 + 90 * columns.len() as u32, 150 + 36 * rows.len() as u32),
+        label_areas: (45, 150),
+        font: 14,
+    };
+    grid(path, title, axes, columns, rows, &cells, &layout)
+}
+
+/// One cell of a [`grid`]: its colour on the viridis scale (`value` in
+/// `[0, 1]`) and the text written in it.
+struct Cell {
+    value: f64,
+    text: String,
+}
+
+/// Sizes of a [`grid`]: the picture, the x and y label areas, the cell font.
+struct GridLayout {
+    size: (u32, u32),
+    label_areas: (u32, u32),
+    font: u32,
+}
+
+/// Named columns and rows (the first row on top) of coloured cells with
+/// their text; a `None` cell stays blank.
+fn grid(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    columns: &[String],
+    rows: &[String],
+    cells: &[Vec<Option<Cell>>],
+    layout: &GridLayout,
+) -> Result<(), PlotError> {
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     let (n_cols, n_rows) = (columns.len(), rows.len());
-    let size = (230 + 90 * n_cols as u32, 150 + 36 * n_rows as u32);
-    render_png(path, size, |root| {
+    render_png(path, layout.size, |root| {
         let err = |e: &dyn std::fmt::Display| e.to_string();
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT_NAME, 20))
             .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(150)
+            .x_label_area_size(layout.label_areas.0)
+            .y_label_area_size(layout.label_areas.1)
             .build_cartesian_2d(0.0..n_cols as f64, 0.0..n_rows as f64)
             .map_err(|e| err(&e))?;
+        // Tick at the middle of each cell; row 0 on top.
         let name = |names: &[String], v: f64, flip: bool| {
             let i = v.floor() as usize;
             let i = if flip { names.len().saturating_sub(1 + i) } else { i };
@@ -262,27 +267,23 @@ pub fn heatmap(
             .axis_desc_style((FONT_NAME, 16))
             .draw()
             .map_err(|e| err(&e))?;
-        for (r, row) in values.iter().enumerate() {
-            for (c, value) in row.iter().enumerate() {
+        for (r, row) in cells.iter().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
                 let (x, y) = (c as f64, (n_rows - 1 - r) as f64);
-                let Some(value) = value else { continue };
+                let Some(cell) = cell else { continue };
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
                         [(x, y), (x + 1.0, y + 1.0)],
-                        ViridisRGB::get_color(*value).filled(),
+                        ViridisRGB::get_color(cell.value).filled(),
                     )))
                     .map_err(|e| err(&e))?;
-                let color = if *value > 0.6 { BLACK } else { WHITE };
-                let style = (FONT_NAME, 14)
+                let color = if cell.value > 0.6 { BLACK } else { WHITE };
+                let style = (FONT_NAME, layout.font)
                     .into_font()
                     .color(&color)
                     .pos(Pos::new(HPos::Center, VPos::Center));
                 chart
-                    .draw_series(std::iter::once(Text::new(
-                        format!("{:.1}", 100.0 * value),
-                        (x + 0.5, y + 0.5),
-                        style,
-                    )))
+                    .draw_series(std::iter::once(Text::new(cell.text.clone(), (x + 0.5, y + 0.5), style)))
                     .map_err(|e| err(&e))?;
             }
         }

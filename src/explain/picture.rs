@@ -4,6 +4,7 @@
 //! feature-group SHAP and the class probabilities.
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::{Attribution, Explanation};
@@ -84,24 +85,14 @@ pub fn render(explanation: &Explanation, samples: &[f32], log_mel: &LogMel) -> R
 fn waveform(area: &Area, samples: &[f32], duration: f64) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let peak = samples.iter().fold(0.0f32, |m, s| m.max(s.abs())).max(1e-6) as f64;
-    let mut chart = ChartBuilder::on(area)
-        .caption("Waveform", (FONT_NAME, 17))
-        .margin_left(15)
-        .margin_right(25)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..duration, -peak..peak)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc("time (s)")
-        .y_labels(3)
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .label_style((FONT_NAME, 13))
-        .axis_desc_style((FONT_NAME, 14))
-        .draw()
-        .map_err(|e| err(&e))?;
+    let mut chart = time_chart(area, "Waveform", duration, -peak..peak)?;
+    let axis = TimeAxis {
+        y_desc: "",
+        y_labels: 3,
+        y_format: &|v| format!("{v:.2}"),
+        y_grid: false,
+    };
+    axis.draw(&mut chart)?;
     // Min/max envelope per pixel column: every peak stays visible at any length.
     let columns = 1200usize;
     let per_column = samples.len().div_ceil(columns).max(1);
@@ -119,24 +110,14 @@ fn waveform(area: &Area, samples: &[f32], duration: f64) -> Result<(), String> {
 fn spectrogram(area: &Area, log_mel: &LogMel, duration: f64) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let (n_mels, n_frames) = (log_mel.n_mels, log_mel.n_frames);
-    let mut chart = ChartBuilder::on(area)
-        .caption("Log-mel spectrogram (dB)", (FONT_NAME, 17))
-        .margin_left(15)
-        .margin_right(25)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..duration, 0.0..n_mels as f64)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc("time (s)")
-        .y_desc("mel band")
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style((FONT_NAME, 13))
-        .axis_desc_style((FONT_NAME, 14))
-        .draw()
-        .map_err(|e| err(&e))?;
+    let mut chart = time_chart(area, "Log-mel spectrogram (dB)", duration, 0.0..n_mels as f64)?;
+    let axis = TimeAxis {
+        y_desc: "mel band",
+        y_labels: 10,
+        y_format: &|v| format!("{v:.0}"),
+        y_grid: false,
+    };
+    axis.draw(&mut chart)?;
     let max = log_mel.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let floor = max - 80.0;
     let frame_s = duration / n_frames.max(1) as f64;
@@ -156,27 +137,15 @@ fn spectrogram(area: &Area, log_mel: &LogMel, duration: f64) -> Result<(), Strin
 
 fn saliency_lines(area: &Area, explanation: &Explanation) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "Where each stream listened: Score-CAM saliency and pooling weight α",
-            (FONT_NAME, 17),
-        )
-        .margin_left(15)
-        .margin_right(25)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..explanation.duration_s, 0.0..1.05)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc("time (s)")
-        .y_desc("0 … 1")
-        .y_labels(3)
-        .label_style((FONT_NAME, 13))
-        .axis_desc_style((FONT_NAME, 14))
-        .draw()
-        .map_err(|e| err(&e))?;
+    let caption = "Where each stream listened: Score-CAM saliency and pooling weight α";
+    let mut chart = time_chart(area, caption, explanation.duration_s, 0.0..1.05)?;
+    let axis = TimeAxis {
+        y_desc: "0 … 1",
+        y_labels: 3,
+        y_format: &|v| format!("{v:.1}"),
+        y_grid: false,
+    };
+    axis.draw(&mut chart)?;
     let streams = [
         ("spectral", &explanation.spectral, SPECTRAL_COLOUR),
         ("temporal", &explanation.temporal, TEMPORAL_COLOUR),
@@ -225,28 +194,15 @@ fn segment_bars(area: &Area, explanation: &Explanation) -> Result<(), String> {
     let segments = &explanation.time_segments;
     let values = &segments.attribution.shapley.values;
     let extent = values.iter().fold(1e-6f64, |m, v| m.max(v.abs())) * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "Time-segment SHAP: how much each stretch of the clip adds to the explained class",
-            (FONT_NAME, 17),
-        )
-        .margin_left(15)
-        .margin_right(25)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..explanation.duration_s, -extent..extent)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_desc("time (s)")
-        .y_desc("Δ probability")
-        .y_labels(5)
-        .y_label_formatter(&|v| format!("{v:+.2}"))
-        .label_style((FONT_NAME, 13))
-        .axis_desc_style((FONT_NAME, 14))
-        .draw()
-        .map_err(|e| err(&e))?;
+    let caption = "Time-segment SHAP: how much each stretch of the clip adds to the explained class";
+    let mut chart = time_chart(area, caption, explanation.duration_s, -extent..extent)?;
+    let axis = TimeAxis {
+        y_desc: "Δ probability",
+        y_labels: 5,
+        y_format: &|v| format!("{v:+.2}"),
+        y_grid: true,
+    };
+    axis.draw(&mut chart)?;
     let bars = values.iter().enumerate().map(|(i, &v)| {
         let (start, end) = (segments.bounds_s[i], segments.bounds_s[i + 1]);
         let gap = (end - start) * 0.08;
@@ -263,17 +219,111 @@ fn bar_chart(
     attribution: &Attribution,
     colour_of: Option<&dyn Fn(&str) -> RGBColor>,
 ) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
     let values = &attribution.shapley.values;
     let names = &attribution.players;
     let extent = values.iter().fold(1e-6f64, |m, v| m.max(v.abs())) * 1.2;
+    bars(
+        area,
+        title,
+        names,
+        values,
+        -extent..extent,
+        &|v| format!("{v:+.2}"),
+        &|i, v| match colour_of {
+            Some(colour_of) => colour_of(&names[i]),
+            None if v >= 0.0 => POSITIVE,
+            None => NEGATIVE,
+        },
+    )
+}
+
+fn probabilities(area: &Area, explanation: &Explanation) -> Result<(), String> {
+    let values: Vec<f64> = explanation.probabilities.iter().map(|&p| f64::from(p)).collect();
+    let labels = &explanation.labels;
+    bars(
+        area,
+        "Class probabilities",
+        labels,
+        &values,
+        0.0..1.0,
+        &|v| format!("{:.0} %", 100.0 * v),
+        &|i, _| {
+            if labels[i] == explanation.predicted {
+                TEMPORAL_COLOUR
+            } else {
+                RGBColor(160, 160, 160)
+            }
+        },
+    )
+}
+
+/// The charts with time on the x axis share their frame and axes: a
+/// caption, `0..duration` seconds across, `y` up.
+type TimeChart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn time_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    duration: f64,
+    y: std::ops::Range<f64>,
+) -> Result<TimeChart<'a, 'b>, String> {
+    ChartBuilder::on(area)
+        .caption(caption, (FONT_NAME, 17))
+        .margin_left(15)
+        .margin_right(25)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..duration, y)
+        .map_err(|e| e.to_string())
+}
+
+/// The axes of a [`time_chart`]: time across, and the y axis as given.
+struct TimeAxis<'a> {
+    y_desc: &'a str,
+    y_labels: usize,
+    y_format: &'a dyn Fn(&f64) -> String,
+    /// Horizontal grid lines (no vertical ones); none at all otherwise.
+    y_grid: bool,
+}
+
+impl TimeAxis<'_> {
+    fn draw(&self, chart: &mut TimeChart) -> Result<(), String> {
+        let mut mesh = chart.configure_mesh();
+        if self.y_grid {
+            mesh.disable_x_mesh();
+        } else {
+            mesh.disable_mesh();
+        }
+        mesh.x_desc("time (s)")
+            .y_desc(self.y_desc)
+            .y_labels(self.y_labels)
+            .y_label_formatter(self.y_format)
+            .label_style((FONT_NAME, 13))
+            .axis_desc_style((FONT_NAME, 14))
+            .draw()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One bar per name, coloured by `colour(index, value)`, with the values'
+/// axis `y` labelled by `y_format`.
+fn bars(
+    area: &Area,
+    title: &str,
+    names: &[String],
+    values: &[f64],
+    y: std::ops::Range<f64>,
+    y_format: &dyn Fn(&f64) -> String,
+    colour: &dyn Fn(usize, f64) -> RGBColor,
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
     let n = values.len();
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT_NAME, 17))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..n as f64, -extent..extent)
+        .build_cartesian_2d(0.0..n as f64, y)
         .map_err(|e| err(&e))?;
     let label = |v: &f64| category_label(names, *v);
     chart
@@ -282,54 +332,14 @@ fn bar_chart(
         .x_labels(2 * n + 1)
         .x_label_formatter(&label)
         .y_labels(5)
-        .y_label_formatter(&|v| format!("{v:+.2}"))
+        .y_label_formatter(y_format)
         .label_style((FONT_NAME, 12))
         .draw()
         .map_err(|e| err(&e))?;
-    let bars = values.iter().enumerate().map(|(i, &v)| {
-        let colour = match colour_of {
-            Some(colour_of) => colour_of(&names[i]),
-            None if v >= 0.0 => POSITIVE,
-            None => NEGATIVE,
-        };
-        Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, v)], colour.filled())
-    });
-    chart.draw_series(bars).map_err(|e| err(&e))?;
-    Ok(())
-}
-
-fn probabilities(area: &Area, explanation: &Explanation) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    let n = explanation.labels.len();
-    let mut chart = ChartBuilder::on(area)
-        .caption("Class probabilities", (FONT_NAME, 17))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..n as f64, 0.0..1.0)
-        .map_err(|e| err(&e))?;
-    let label = |v: &f64| category_label(&explanation.labels, *v);
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(2 * n + 1)
-        .x_label_formatter(&label)
-        .y_labels(5)
-        .y_label_formatter(&|v| format!("{:.0} %", 100.0 * v))
-        .label_style((FONT_NAME, 12))
-        .draw()
-        .map_err(|e| err(&e))?;
-    let bars = explanation.probabilities.iter().enumerate().map(|(i, &p)| {
-        let colour = if explanation.labels[i] == explanation.predicted {
-            TEMPORAL_COLOUR
-        } else {
-            RGBColor(160, 160, 160)
-        };
-        Rectangle::new(
-            [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, f64::from(p))],
-            colour.filled(),
-        )
-    });
+    let bars = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, v)], colour(i, v).filled()));
     chart.draw_series(bars).map_err(|e| err(&e))?;
     Ok(())
 }
