@@ -133,27 +133,41 @@ fn negative_snrs_are_values_not_flags() {
     assert!(stderr.contains("/nonexistent"), "{stderr}");
 }
 
+/// The bundled example clip the model-folder tests predict.
+const EXAMPLE_CLIP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/ravdess-mini/Actor_01/03-01-05-02-01-01-01.flac"
+);
+
+/// The built-in model's `config.json` text and weights, to edit.
+fn default_model() -> (String, Vec<u8>) {
+    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    (
+        std::fs::read_to_string(default.join("config.json")).unwrap(),
+        std::fs::read(default.join("model.safetensors")).unwrap(),
+    )
+}
+
+/// Predicts with a model folder of `config` and `weights` in `dir/name`,
+/// which must be refused (exit status 1, no panic) saying `says`.
+fn refused_model(dir: &std::path::Path, name: &str, config: &str, weights: &[u8], says: &str) {
+    let model = dir.join(name);
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), config).unwrap();
+    std::fs::write(model.join("model.safetensors"), weights).unwrap();
+    let output = emofuse(&["predict", EXAMPLE_CLIP, "--model", model.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+    assert!(stderr.contains(says), "{name}: {stderr:?} does not say {says:?}");
+    assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+}
+
 #[test]
 fn bad_model_folders_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/ravdess-mini/Actor_01/03-01-05-02-01-01-01.flac"
-    );
-    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
-    let config = std::fs::read_to_string(default.join("config.json")).unwrap();
-    let weights = std::fs::read(default.join("model.safetensors")).unwrap();
-    let case = |name: &str, config: &str, weights: &[u8], says: &str| {
-        let model = dir.path().join(name);
-        std::fs::create_dir_all(&model).unwrap();
-        std::fs::write(model.join("config.json"), config).unwrap();
-        std::fs::write(model.join("model.safetensors"), weights).unwrap();
-        let output = emofuse(&["predict", clip, "--model", model.to_str().unwrap()]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{name}: accepted");
-        assert!(stderr.contains(says), "{name}: {stderr:?} does not say {says:?}");
-        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
-    };
+    let (config, weights) = default_model();
+    let case =
+        |name: &str, config: &str, weights: &[u8], says: &str| refused_model(dir.path(), name, config, weights, says);
     case(
         "not json",
         "{ this is not json",
@@ -169,7 +183,12 @@ fn bad_model_folders_are_refused_with_the_reason() {
     let narrower = config.replacen("\"kernel_size\": 5", "\"kernel_size\": 3", 1);
     assert_ne!(narrower, config, "the test edits the CNN's kernel size");
     case("other shapes", &narrower, &weights, "do not fit");
-    let output = emofuse(&["predict", clip, "--model", dir.path().join("missing").to_str().unwrap()]);
+    let output = emofuse(&[
+        "predict",
+        EXAMPLE_CLIP,
+        "--model",
+        dir.path().join("missing").to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
 }
 
@@ -179,13 +198,8 @@ fn bad_model_folders_are_refused_with_the_reason() {
 #[test]
 fn issue_18_configs_that_would_panic_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/ravdess-mini/Actor_01/03-01-05-02-01-01-01.flac"
-    );
-    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
-    let config: Value = serde_json::from_slice(&std::fs::read(default.join("config.json")).unwrap()).unwrap();
-    let weights = std::fs::read(default.join("model.safetensors")).unwrap();
+    let (config, weights) = default_model();
+    let config: Value = serde_json::from_str(&config).unwrap();
     let mut no_blocks = config.clone();
     no_blocks["model"]["spectral"]["channels"] = serde_json::json!([]);
     let mut few_labels = config.clone();
@@ -194,18 +208,8 @@ fn issue_18_configs_that_would_panic_are_refused() {
         ("no blocks", no_blocks, "spectral channels []"),
         ("few labels", few_labels, "2 labels for a classifier of 8 classes"),
     ] {
-        let model = dir.path().join(name);
-        std::fs::create_dir_all(&model).unwrap();
-        std::fs::write(model.join("config.json"), config.to_string()).unwrap();
-        std::fs::write(model.join("model.safetensors"), &weights).unwrap();
-        let output = emofuse(&["predict", clip, "--model", model.to_str().unwrap()]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
-        assert!(
-            stderr.contains("not a usable model config") && stderr.contains(says),
-            "{name}: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        let says = format!("not a usable model config: {says}");
+        refused_model(dir.path(), name, &config.to_string(), &weights, &says);
     }
 }
 
@@ -294,10 +298,7 @@ fn issue_18_serve_refuses_limits_that_are_not_positive_numbers() {
 /// GPU) is a clear error, not a silent fallback.
 #[test]
 fn device_flag_picks_the_device_or_says_why_not() {
-    let clip = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/ravdess-mini/Actor_01/03-01-05-02-01-01-01.flac"
-    );
+    let clip = EXAMPLE_CLIP;
     let on_cpu = json_of(&["predict", clip, "--json", "--device", "cpu"]);
     let default = json_of(&["predict", clip, "--json"]);
     assert_eq!(on_cpu, default, "cpu is the default");
