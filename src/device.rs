@@ -77,13 +77,9 @@ fn gpu(index: usize) -> Result<Device, DeviceError> {
     match identity {
         Ok(Some(identity)) if identity.physical.is_some() => Ok(device),
         Ok(Some(identity)) => Err(no_gpu(format!("{} is a software rasteriser, not a GPU", identity.name))),
-        Ok(None) => Err(no_gpu("the Vulkan runtime reports no such adapter".into())),
-        Err(panic) => Err(no_gpu(
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "the Vulkan runtime found no such adapter".into()),
+        // The runtime logs its reason (a warning); its panic says only that a channel closed.
+        Ok(None) | Err(_) => Err(no_gpu(
+            "the Vulkan runtime finds no such adapter (is the GPU's Vulkan driver installed?)".into(),
         )),
     }
 }
