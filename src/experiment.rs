@@ -701,11 +701,12 @@ fn attach_hidden_states(
             None => missing.push(i),
         }
     }
-    let samples_of = |example: &Example| -> std::sync::Arc<Vec<f32>> {
-        match &example.temporal {
-            Some(TemporalSource::Samples(samples)) => samples.clone(),
-            _ => unreachable!("examples without cached states carry their samples"),
-        }
+    let samples_of = |example: &Example| {
+        let source = example
+            .temporal
+            .as_ref()
+            .expect("a frozen encoder's examples have a temporal stream");
+        source.samples().clone()
     };
     missing.sort_by_key(|&i| samples_of(&set.examples[i]).len());
     let total = missing.len();

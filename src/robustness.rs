@@ -60,13 +60,21 @@ pub struct Sweep {
     /// Clips of the whole noise corpus.
     pub noise_clips: usize,
     pub config: SweepConfig,
-    journal: SweepJournal,
+    /// Where the report goes, and the journal while the sweep runs.
+    out: PathBuf,
+    /// Finished conditions, on disk as they finish, so that a killed sweep
+    /// run again with the same settings continues where it stopped.
+    journal: persist::Journal,
+    journal_path: PathBuf,
+    /// Rows an earlier run of this sweep finished.
+    done: Vec<SweepRow>,
 }
 
 impl Sweep {
     /// The models of each folder of `model_dirs` (see [`ModelUnderTest::load_all`]),
     /// on `device`, against the test pool of the noise corpus `noise_dir`,
-    /// journaled in `out`.
+    /// reported in `out` and journaled there (the models, their clips, the
+    /// noise pool and the settings name the job).
     pub fn prepare(
         model_dirs: &[PathBuf],
         data: Option<(&Path, DatasetKind)>,
@@ -81,13 +89,31 @@ impl Sweep {
         for dir in model_dirs {
             models.extend(ModelUnderTest::load_all(dir, data, device)?);
         }
-        let journal = SweepJournal::open(out, &models, &noise, &config)?;
+        let job = serde_json::json!({
+            "config": config,
+            "noise": noise.clips.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
+            "models": models
+                .iter()
+                .map(|m| (&m.name, &m.fold, &m.predictor.config().training, &m.clips))
+                .collect::<Vec<_>>(),
+        });
+        let key = serde_json::to_vec(&job).expect("a job serialises");
+        let key = serde_json::json!(blake3::hash(&key).to_hex().to_string());
+        let journal_path = out.join(".robustness.journal.jsonl");
+        let (journal, done) =
+            persist::Journal::open::<SweepRow>(&journal_path, &key).map_err(|source| persist::WriteError {
+                path: journal_path.clone(),
+                source,
+            })?;
         Ok(Sweep {
             models,
             noise,
             noise_clips: corpus.clips.len(),
             config,
+            out: out.to_owned(),
             journal,
+            journal_path,
+            done,
         })
     }
 
@@ -105,13 +131,28 @@ impl Sweep {
 
     /// Conditions finished by an earlier run.
     pub fn done(&self) -> usize {
-        self.journal.done()
+        self.done.len()
     }
 
-    /// Runs what is left (`on_row` after each condition) and writes the
-    /// report into `out`; see [`SweepJournal::run`].
-    pub fn run(self, out: &Path, on_row: impl FnMut()) -> Result<(SweepReport, Option<String>), RobustnessError> {
-        self.journal.run(out, &self.models, &self.noise, &self.config, on_row)
+    /// Runs the rest of the sweep (`on_row` after each condition), writes the
+    /// report ([`write_outputs`]) and removes the journal. A row that cannot
+    /// be journaled costs only a restart's redone work: it comes back as a
+    /// warning beside the complete report.
+    pub fn run(mut self, mut on_row: impl FnMut()) -> Result<(SweepReport, Option<String>), RobustnessError> {
+        let mut journal_error = None;
+        let report = sweep(&self.models, &self.noise, &self.config, &self.done, |row| {
+            on_row();
+            if let Err(err) = self.journal.append(row) {
+                journal_error.get_or_insert(err);
+            }
+        });
+        write_outputs(&self.out, &report, &self.noise.categories())?;
+        let path = self.journal_path;
+        let warning = journal_error.map(|err| format!("cannot write {}: {err}", path.display()));
+        self.journal
+            .finish()
+            .map_err(|source| persist::WriteError { path, source })?;
+        Ok((report, warning))
     }
 }
 
@@ -516,75 +557,6 @@ pub fn parse_condition(text: &str) -> Result<Option<f64>, String> {
 /// `clean`, or `5 dB`.
 pub fn snr_name(snr: Option<f64>) -> String {
     snr.map_or("clean".into(), |s| format!("{s} dB"))
-}
-
-/// Finished conditions of a sweep, on disk as they finish, so that a killed
-/// sweep run again with the same settings continues where it stopped.
-struct SweepJournal {
-    journal: persist::Journal,
-    path: PathBuf,
-    done: Vec<SweepRow>,
-}
-
-impl SweepJournal {
-    /// The journal of this sweep in `out` (the models, their clips, the noise
-    /// pool and the settings name the job): its finished rows, if any.
-    fn open(
-        out: &Path,
-        models: &[ModelUnderTest],
-        noise: &NoiseBank,
-        config: &SweepConfig,
-    ) -> Result<SweepJournal, RobustnessError> {
-        let job = serde_json::json!({
-            "config": config,
-            "noise": noise.clips.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
-            "models": models
-                .iter()
-                .map(|m| (&m.name, &m.fold, &m.predictor.config().training, &m.clips))
-                .collect::<Vec<_>>(),
-        });
-        let key = serde_json::to_vec(&job).expect("a job serialises");
-        let key = serde_json::json!(blake3::hash(&key).to_hex().to_string());
-        let path = out.join(".robustness.journal.jsonl");
-        let (journal, done) =
-            persist::Journal::open::<SweepRow>(&path, &key).map_err(|source| persist::WriteError {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(SweepJournal { journal, path, done })
-    }
-
-    fn done(&self) -> usize {
-        self.done.len()
-    }
-
-    /// Runs the rest of the sweep (`on_row` after each condition), writes the
-    /// report into `out` ([`write_outputs`]) and removes the journal. A row
-    /// that cannot be journaled costs only a restart's redone work: it comes
-    /// back as a warning beside the complete report.
-    fn run(
-        mut self,
-        out: &Path,
-        models: &[ModelUnderTest],
-        noise: &NoiseBank,
-        config: &SweepConfig,
-        mut on_row: impl FnMut(),
-    ) -> Result<(SweepReport, Option<String>), RobustnessError> {
-        let mut journal_error = None;
-        let report = sweep(models, noise, config, &self.done, |row| {
-            on_row();
-            if let Err(err) = self.journal.append(row) {
-                journal_error.get_or_insert(err);
-            }
-        });
-        write_outputs(out, &report, &noise.categories())?;
-        let path = self.path.clone();
-        self.journal
-            .finish()
-            .map_err(|source| persist::WriteError { path, source })?;
-        let warning = journal_error.map(|err| format!("cannot write {}: {err}", self.path.display()));
-        Ok((report, warning))
-    }
 }
 
 /// Orders clean first, then SNRs from high to low.

@@ -69,7 +69,7 @@ pub fn robustness(args: &RobustnessArgs) -> Result<ExitCode> {
     }
     let progress = progress_bar(sweep.conditions() as u64, "sweep");
     progress.set_position(sweep.done() as u64);
-    let (report, warning) = sweep.run(&args.out, || progress.inc(1))?;
+    let (report, warning) = sweep.run(|| progress.inc(1))?;
     progress.finish_and_clear();
     if let Some(warning) = warning {
         // The results are complete; only a restart after a kill would have redone work.

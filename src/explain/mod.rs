@@ -629,10 +629,12 @@ impl Explainer<'_> {
 
     fn temporal_saliency(&self, options: &ExplainOptions, duration_s: f64) -> StreamSaliency {
         let stream = self.output.temporal.as_ref().expect("a temporal stream");
-        let samples = match &self.example.temporal {
-            Some(TemporalSource::Samples(samples)) => samples,
-            _ => unreachable!("a predictor's examples for a temporal stream carry its samples"),
-        };
+        let samples = self
+            .example
+            .temporal
+            .as_ref()
+            .expect("examples for a temporal stream carry its input")
+            .samples();
         let (map, frames) = feature_map(stream);
         // Masks live on the stream's frames; each frame covers an equal share of the samples.
         let masked = |mask: &[f32]| -> Vec<f32> {

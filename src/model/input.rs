@@ -38,8 +38,9 @@ pub enum TemporalSource {
 }
 
 impl TemporalSource {
-    /// The samples of a source that still has them.
-    fn samples(&self) -> &[f32] {
+    /// The samples of a source that still has them (examples without cached
+    /// states).
+    pub fn samples(&self) -> &Arc<Vec<f32>> {
         match self {
             TemporalSource::Samples(samples) => samples,
             // Every example of a set is built alike: all with cached states or none.
@@ -141,7 +142,7 @@ pub fn model_input(
             let (states, n_frames) = pad_hidden_states(&cached, device);
             return TemporalInput::Hidden { states, n_frames };
         }
-        let clips: Vec<&[f32]> = sources.iter().map(|s| s.samples()).collect();
+        let clips: Vec<&[f32]> = sources.iter().map(|s| s.samples().as_slice()).collect();
         match frozen {
             Some(backbone) => {
                 let (states, n_frames) = backbone.hidden_states(&clips, device);
