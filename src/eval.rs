@@ -3,6 +3,7 @@
 //! per-class recall and the confusion matrix; the mean ± std over folds; and
 //! a model scored on a corpus, with the files `emofuse eval` writes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -143,12 +144,98 @@ pub fn argmax_rows(scores: &[f32], n_classes: usize) -> Vec<usize> {
         .collect()
 }
 
+/// How a model's classes meet a test set's labels. Calm counts as neutral
+/// where only one side has calm (the cross-corpus policy of
+/// [`crate::data::shared_label`]); a label the model does not have is not
+/// scored, and a class the test set does not have can still be predicted
+/// (and is then wrong).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scoring {
+    /// The classes scored: the model's, less calm when it counts as neutral.
+    pub labels: Vec<String>,
+    /// `column[c]`: the scored class of the model's class `c`.
+    column: Vec<usize>,
+    /// Test labels read as another (`calm` → `neutral`).
+    truth_as: Option<(&'static str, &'static str)>,
+    /// What was merged, in words.
+    pub note: Option<String>,
+}
+
+impl Scoring {
+    /// The scoring of a model with classes `model_labels` on clips labelled `test_labels`.
+    pub fn new<'a>(model_labels: &[String], test_labels: impl IntoIterator<Item = &'a str>) -> Scoring {
+        let has = |label: &str| model_labels.iter().any(|l| l == label);
+        let test_has_calm = test_labels.into_iter().any(|l| l == "calm");
+        let identity = || Scoring {
+            labels: model_labels.to_vec(),
+            column: (0..model_labels.len()).collect(),
+            truth_as: None,
+            note: None,
+        };
+        if !has("neutral") {
+            return identity();
+        }
+        match (has("calm"), test_has_calm) {
+            (true, false) => {
+                let labels: Vec<String> = model_labels.iter().filter(|l| *l != "calm").cloned().collect();
+                let neutral = labels.iter().position(|l| l == "neutral").expect("checked above");
+                let column = model_labels
+                    .iter()
+                    .map(|l| match l.as_str() {
+                        "calm" => neutral,
+                        _ => labels.iter().position(|k| k == l).expect("kept above"),
+                    })
+                    .collect();
+                Scoring {
+                    labels,
+                    column,
+                    truth_as: None,
+                    note: Some("the model's calm counts as neutral (the test clips have no calm)".into()),
+                }
+            }
+            (false, true) => Scoring {
+                truth_as: Some(("calm", "neutral")),
+                note: Some("calm clips count as neutral (the model has no calm)".into()),
+                ..identity()
+            },
+            _ => identity(),
+        }
+    }
+
+    /// The scored class of a clip labelled `label`, if the model has it.
+    pub fn truth(&self, label: &str) -> Option<usize> {
+        let label = match self.truth_as {
+            Some((from, to)) if label == from => to,
+            _ => label,
+        };
+        self.labels.iter().position(|l| l == label)
+    }
+
+    /// `[clips][model classes]` probabilities as `[clips][scored classes]`
+    /// (merged classes summed).
+    pub fn probabilities(&self, model: &[f32]) -> Vec<f32> {
+        let (from, to) = (self.column.len(), self.labels.len());
+        let mut merged = vec![0.0; model.len() / from * to];
+        for (row, out) in model.chunks_exact(from).zip(merged.chunks_exact_mut(to)) {
+            for (c, &p) in row.iter().enumerate() {
+                out[self.column[c]] += p;
+            }
+        }
+        merged
+    }
+}
+
 /// A model's answers on a set of clips, and their scores.
 pub struct Evaluation {
+    /// The scored classes (see [`Scoring`]).
     pub labels: Vec<String>,
     pub metrics: Metrics,
-    /// Clips whose label the model does not have (not scored).
-    pub unscored_clips: usize,
+    /// The scored classes the test clips have: those both label sets share.
+    pub shared_labels: Vec<String>,
+    /// How calm was matched to neutral, if it was.
+    pub label_note: Option<String>,
+    /// Clips whose label the model does not have (not scored), per label.
+    pub unscored: BTreeMap<String, usize>,
     /// The scored clips, with their true and predicted classes and `[clips][classes]` probabilities.
     pub clips: Vec<PathBuf>,
     pub truth: Vec<usize>,
@@ -165,8 +252,11 @@ pub struct EvalReport<'a> {
     pub data: &'a Path,
     pub fold: Option<String>,
     pub labels: &'a [String],
+    pub shared_labels: &'a [String],
+    pub label_note: Option<&'a str>,
     pub metrics: &'a Metrics,
-    pub unscored_clips: usize,
+    /// Clips not scored, per label the model does not have.
+    pub unscored: &'a BTreeMap<String, usize>,
 }
 
 /// The scores for people: UA, WA and macro-F1, each class' recall.
@@ -186,12 +276,19 @@ impl std::fmt::Display for EvalReport<'_> {
                 writeln!(out, "  {label:<10} recall {:.2}", 100.0 * recall)?;
             }
         }
-        if self.unscored_clips > 0 {
+        if self.shared_labels.len() < self.labels.len() || !self.unscored.is_empty() {
             writeln!(
                 out,
-                "{} clips have labels the model does not know and were not scored",
-                self.unscored_clips
+                "scored on the classes both share: {}",
+                self.shared_labels.join(", ")
             )?;
+        }
+        if let Some(note) = self.label_note {
+            writeln!(out, "{note}")?;
+        }
+        if !self.unscored.is_empty() {
+            let counts: Vec<String> = self.unscored.iter().map(|(l, n)| format!("{l} {n}")).collect();
+            writeln!(out, "not scored (the model has no such class): {}", counts.join(", "))?;
         }
         Ok(())
     }
@@ -210,8 +307,12 @@ pub enum EvalError {
 /// Scores `predictor` on `clips`, decoded on all cores; `on_clip` is called
 /// once per clip that has a label the model knows.
 pub fn evaluate(predictor: &Predictor, clips: &[&Clip], on_clip: impl Fn() + Sync) -> Result<Evaluation, EvalError> {
-    let labels = predictor.labels().to_vec();
-    let (known, unknown): (Vec<&Clip>, Vec<&Clip>) = clips.iter().partition(|c| labels.contains(&c.label));
+    let scoring = Scoring::new(predictor.labels(), clips.iter().map(|c| c.label.as_str()));
+    let (known, unknown): (Vec<&Clip>, Vec<&Clip>) = clips.iter().partition(|c| scoring.truth(&c.label).is_some());
+    let mut unscored = BTreeMap::new();
+    for clip in unknown {
+        *unscored.entry(clip.label.clone()).or_insert(0) += 1;
+    }
     let examples: Vec<_> = known
         .par_iter()
         .map(|clip| {
@@ -220,7 +321,7 @@ pub fn evaluate(predictor: &Predictor, clips: &[&Clip], on_clip: impl Fn() + Syn
                 .map_err(|e| e.to_string())
                 .and_then(|w| predictor.example(&w, &name).map_err(|e| e.to_string()))
                 .map(|mut example| {
-                    example.label = labels.iter().position(|l| *l == clip.label).expect("known label");
+                    example.label = scoring.truth(&clip.label).expect("known label");
                     example
                 });
             on_clip();
@@ -240,16 +341,24 @@ pub fn evaluate(predictor: &Predictor, clips: &[&Clip], on_clip: impl Fn() + Syn
             }),
         }
     }
+    let labels = scoring.labels.clone();
     if scored.is_empty() {
         return Err(EvalError::NothingToScore { labels });
     }
-    let probabilities = predictor.probabilities(&scored);
+    let probabilities = scoring.probabilities(&predictor.probabilities(&scored));
     let truth: Vec<usize> = scored.iter().map(|e| e.label).collect();
     let predicted = argmax_rows(&probabilities, labels.len());
+    let metrics = Metrics::compute(&truth, &predicted, labels.len());
+    let shared_labels = (0..labels.len())
+        .filter(|&c| metrics.per_class_recall[c].is_some())
+        .map(|c| labels[c].clone())
+        .collect();
     Ok(Evaluation {
-        metrics: Metrics::compute(&truth, &predicted, labels.len()),
+        metrics,
         labels,
-        unscored_clips: unknown.len(),
+        shared_labels,
+        label_note: scoring.note,
+        unscored,
         clips: scored_clips,
         truth,
         predicted,
@@ -266,8 +375,10 @@ impl Evaluation {
             data,
             fold,
             labels: &self.labels,
+            shared_labels: &self.shared_labels,
+            label_note: self.label_note.as_deref(),
             metrics: &self.metrics,
-            unscored_clips: self.unscored_clips,
+            unscored: &self.unscored,
         }
     }
 
@@ -336,6 +447,30 @@ mod tests {
         assert!((m.macro_f1 - (16.0 / 17.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
         assert_eq!(m.confusion[1], vec![1, 1, 0]);
         assert_eq!(m.per_class_recall[2], None);
+    }
+
+    fn labels(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn calm_counts_as_neutral_where_one_side_lacks_it() {
+        // An 8-class RAVDESS model on TESS: its calm answers are neutral.
+        let model = labels(&["neutral", "calm", "happy"]);
+        let scoring = Scoring::new(&model, ["neutral", "happy"]);
+        assert_eq!(scoring.labels, labels(&["neutral", "happy"]));
+        let merged = scoring.probabilities(&[0.25, 0.5, 0.25, 0.5, 0.125, 0.375]);
+        assert_eq!(merged, vec![0.75, 0.25, 0.625, 0.375]);
+        // A model without calm on RAVDESS: calm clips are neutral ones.
+        let model = labels(&["neutral", "happy", "boredom"]);
+        let scoring = Scoring::new(&model, ["calm", "happy", "surprise"]);
+        assert_eq!(scoring.truth("calm"), Some(0));
+        assert_eq!(scoring.truth("surprise"), None, "a class the model lacks is not scored");
+        assert_eq!(scoring.probabilities(&[0.5, 0.25, 0.25]), vec![0.5, 0.25, 0.25]);
+        // Within one corpus nothing is merged.
+        let model = labels(&["neutral", "calm"]);
+        assert_eq!(Scoring::new(&model, ["calm", "neutral"]).labels, model);
+        assert!(Scoring::new(&model, ["calm", "neutral"]).note.is_none());
     }
 
     #[test]

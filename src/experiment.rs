@@ -16,7 +16,7 @@ use crate::audio::Waveform;
 use crate::augment::{AugmentError, WaveAugment};
 use crate::data::Clip;
 use crate::data::corpus::{ClipAudio, LoadedCorpus, label_list};
-use crate::data::folds::{self, FoldError, FoldOptions, TestFold, ValidationSplit};
+use crate::data::folds::{self, FoldError, FoldOptions, Protocol, TestFold, ValidationSplit};
 use crate::eval::{FoldSummary, Metrics, argmax_rows};
 use crate::features::cache::FeatureCache;
 use crate::features::{FeatureConfig, FeatureStats, FrameFeatures};
@@ -831,7 +831,10 @@ pub fn cross_validate(
             results.push(done);
             continue;
         }
-        let name = format!("{} fold {k}", plan.folds.protocol.as_str());
+        let mut name = format!("{} fold {k}", plan.folds.protocol.as_str());
+        if plan.folds.protocol == Protocol::LeaveOneCorpusOut {
+            name += &format!(" ({})", corpus.clips[fold.test[0]].corpus_name());
+        }
         let seed = config.training.seed;
         let split = Split::new(
             name,

@@ -311,3 +311,45 @@ fn device_flag_picks_the_device_or_says_why_not() {
         assert!(stderr.contains("without GPU support"), "{stderr}");
     }
 }
+
+/// Cross-corpus `eval`: the built-in model (8 classes, with calm) on EmoDB
+/// (no calm, and boredom, which the model does not have).
+#[test]
+fn eval_on_another_corpus_scores_the_shared_classes_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = String::from("path,label,speaker,dataset\n");
+    for (name, label) in [
+        ("03a01Wa", "angry"),
+        ("03a01Nc", "neutral"),
+        ("03a02Ta", "sad"),
+        ("03a01Fa", "happy"),
+        ("03a04Lc", "boredom"),
+    ] {
+        let path = shared_data().join(format!("emodb/wav/{name}.flac"));
+        assert!(path.is_file(), "{}", path.display());
+        rows += &format!("{},{label},03,emodb\n", path.display());
+    }
+    let manifest = dir.path().join("emodb.csv");
+    std::fs::write(&manifest, rows).unwrap();
+    let report = json_of(&["eval", "--data", manifest.to_str().unwrap(), "--json"]);
+    let labels: Vec<&str> = report["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(!labels.contains(&"calm"), "calm counts as neutral: {labels:?}");
+    assert_eq!(labels.len(), 7);
+    assert_eq!(
+        report["shared_labels"],
+        serde_json::json!(["neutral", "happy", "sad", "angry"])
+    );
+    assert!(
+        report["label_note"]
+            .as_str()
+            .unwrap()
+            .contains("calm counts as neutral")
+    );
+    assert_eq!(report["unscored"], serde_json::json!({"boredom": 1}));
+    assert_eq!(report["metrics"]["clips"], 4);
+}

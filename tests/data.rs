@@ -255,3 +255,116 @@ fn missing_corpus_is_an_error() {
             .ends_with("no audio files found")
     );
 }
+
+#[test]
+fn emodb_and_emovo_are_recognised_with_their_folds() {
+    let emodb = data::load(&shared_data().join("emodb"), DatasetKind::Auto).unwrap();
+    assert_eq!(emodb.corpus, Corpus::Emodb);
+    assert!(emodb.problems.is_empty(), "{:?}", emodb.problems);
+    let labels = folds::class_balance(&emodb.clips, &(0..emodb.clips.len()).collect::<Vec<_>>());
+    let expected = [
+        ("angry", 127),
+        ("boredom", 81),
+        ("disgust", 46),
+        ("fear", 69),
+        ("happy", 71),
+        ("neutral", 79),
+        ("sad", 62),
+    ];
+    assert_eq!(labels, expected.map(|(l, n)| (l.to_owned(), n)).into());
+    // The default: five folds of one male and one female speaker.
+    let pairs = folds::make_folds(
+        &emodb.clips,
+        emodb.corpus,
+        &options(Protocol::default_for(emodb.corpus)),
+    )
+    .unwrap();
+    let speakers: Vec<Vec<&str>> = pairs
+        .iter()
+        .map(|f| f.test_speakers.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(
+        speakers,
+        [
+            ["emodb:03", "emodb:08"],
+            ["emodb:09", "emodb:10"],
+            ["emodb:11", "emodb:13"],
+            ["emodb:12", "emodb:14"],
+            ["emodb:15", "emodb:16"]
+        ]
+    );
+    // EmoBox's five folds share speakers: only when asked.
+    let refused = folds::make_folds(&emodb.clips, emodb.corpus, &options(Protocol::Emobox));
+    assert_eq!(refused, Err(FoldError::EmoboxSpeakerDependent { corpus: "emodb" }));
+    let allowed = FoldOptions {
+        allow_speaker_overlap: true,
+        ..options(Protocol::Emobox)
+    };
+    let emobox = folds::make_folds(&emodb.clips, emodb.corpus, &allowed).unwrap();
+    assert!(
+        emobox
+            .iter()
+            .all(|fold| fold.test.len() == 107 && fold.test_speakers.len() == 10)
+    );
+
+    let emovo = data::load(&shared_data().join("emovo"), DatasetKind::Auto).unwrap();
+    assert_eq!((emovo.corpus, emovo.clips.len()), (Corpus::Emovo, 588));
+    assert!(emovo.problems.is_empty(), "{:?}", emovo.problems);
+    let folds = folds::make_folds(&emovo.clips, emovo.corpus, &options(Protocol::Emobox)).unwrap();
+    let order: Vec<&str> = folds.iter().map(|f| f.test_speakers[0].as_str()).collect();
+    assert_eq!(
+        order,
+        ["emovo:f2", "emovo:m3", "emovo:m2", "emovo:f3", "emovo:f1", "emovo:m1"]
+    );
+    assert!(folds.iter().all(|fold| fold.test.len() == 98));
+}
+
+/// Names only: the loaders read labels and speakers from file names.
+fn emodb_and_emovo_fixtures(root: &Path) {
+    for speaker in ["03", "08", "09", "10"] {
+        for (text, letter) in [("a01", 'W'), ("a02", 'L'), ("b01", 'N'), ("b03", 'T')] {
+            util::write(root, &format!("emodb/wav/{speaker}{text}{letter}a.wav"), b"names only");
+        }
+    }
+    for actor in ["f1", "m1", "m2"] {
+        for emotion in ["gio", "neu", "sor"] {
+            util::write(
+                root,
+                &format!("emovo/EMOVO/{actor}/{emotion}-{actor}-n1.wav"),
+                b"names only",
+            );
+        }
+    }
+}
+
+#[test]
+fn emodb_and_emovo_layouts_are_recognised_and_pool_leave_one_corpus_out() {
+    let dir = tempfile::tempdir().unwrap();
+    emodb_and_emovo_fixtures(dir.path());
+    let emodb = data::load(&dir.path().join("emodb"), DatasetKind::Auto).unwrap();
+    assert_eq!((emodb.corpus, emodb.clips.len()), (Corpus::Emodb, 16));
+    assert_eq!(emodb.clips.iter().filter(|c| c.label == "boredom").count(), 4);
+    let emovo = data::load(&dir.path().join("emovo"), DatasetKind::Auto).unwrap();
+    assert_eq!((emovo.corpus, emovo.clips.len()), (Corpus::Emovo, 9));
+    assert_eq!(emovo.clips[0].speaker.as_deref(), Some("emovo:f1"));
+
+    let loco = options(Protocol::LeaveOneCorpusOut);
+    let one = folds::make_pooled_folds(&emodb.clips, &loco);
+    assert_eq!(one, Err(FoldError::OneCorpus { corpus: "emodb".into() }));
+    let pooled: Vec<_> = emodb.clips.iter().chain(&emovo.clips).cloned().collect();
+    let folds = folds::make_pooled_folds(&pooled, &loco).unwrap();
+    assert_eq!(folds.len(), 2);
+    assert_eq!(
+        (folds[0].train.len(), folds[0].test.len()),
+        (9, 16),
+        "emodb held out first"
+    );
+    assert!(folds[1].test.iter().all(|&i| pooled[i].corpus == Corpus::Emovo));
+    assert_eq!(
+        folds::make_pooled_folds(&pooled, &options(Protocol::SpeakerPairs)),
+        Err(FoldError::PerCorpus {
+            protocol: "speaker-pairs",
+            corpora: 2
+        })
+    );
+}

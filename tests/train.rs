@@ -446,3 +446,74 @@ fn issue_18_a_noise_corpus_too_small_to_split_is_refused() {
     assert!(stderr.contains("too few recordings for a training pool"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A manifest pooling two corpora by its `dataset` column: RAVDESS actors 1
+/// and 2 (neutral, calm, happy, sad) and EmoDB speakers 03 and 08 (anger,
+/// boredom, neutral, sadness), 2 clips of each emotion per speaker.
+fn two_corpus_manifest(dir: &Path) -> PathBuf {
+    let mut rows = String::from("path,label,speaker,dataset\n");
+    let ravdess = shared_data().join("ravdess/Audio_Speech_Actors_01-24");
+    for actor in 1..=2 {
+        for (code, label) in [("01", "neutral"), ("02", "calm"), ("03", "happy"), ("04", "sad")] {
+            for take in ["01-01", "02-02"] {
+                let path = ravdess.join(format!("Actor_{actor:02}/03-01-{code}-01-{take}-{actor:02}.flac"));
+                rows += &format!("{},{label},{actor:02},ravdess\n", path.display());
+            }
+        }
+    }
+    let mut emodb: Vec<PathBuf> = std::fs::read_dir(shared_data().join("emodb/wav"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    emodb.sort();
+    for speaker in ["03", "08"] {
+        for (letter, label) in [('W', "angry"), ('L', "boredom"), ('N', "neutral"), ('T', "sad")] {
+            let mine = emodb.iter().filter(|path| {
+                let stem = path.file_stem().unwrap().to_str().unwrap();
+                stem.starts_with(speaker) && stem.chars().nth(5) == Some(letter)
+            });
+            for path in mine.take(2) {
+                rows += &format!("{},{label},{speaker},emodb\n", path.display());
+            }
+        }
+    }
+    let manifest = dir.join("two-corpora.csv");
+    std::fs::write(&manifest, rows).unwrap();
+    manifest
+}
+
+#[test]
+fn leave_one_corpus_out_tests_each_corpus_on_the_shared_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = two_corpus_manifest(dir.path());
+    let (out, cache) = (dir.path().join("loco"), dir.path().join("cache"));
+    let mut args = cv_args(&manifest, &out, &cache, 1);
+    args.truncate(args.len() - 4);
+    args.extend(["--protocol", "leave-one-corpus-out"].map(str::to_owned));
+    let validation = args.iter().position(|a| a == "--validation").unwrap();
+    args[validation + 1] = "0".into();
+    let output = run_ok(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("calm → neutral 4 clips"), "{stderr}");
+    assert!(stderr.contains("boredom 4 clips"), "{stderr}");
+
+    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["protocol"], "leave-one-corpus-out");
+    let folds = summary["folds"].as_array().unwrap();
+    let splits: Vec<&str> = folds.iter().map(|f| f["split"].as_str().unwrap()).collect();
+    assert_eq!(
+        splits,
+        [
+            "leave-one-corpus-out fold 1 (ravdess)",
+            "leave-one-corpus-out fold 2 (emodb)"
+        ]
+    );
+    // Trained on EmoDB without boredom; tested on RAVDESS with calm as neutral:
+    // happy (4 clips) never occurs in training, so it is not scored.
+    assert_eq!(folds[0]["labels"], serde_json::json!(["neutral", "sad", "angry"]));
+    assert_eq!(folds[0]["unscored_test_clips"], 4);
+    assert_eq!(folds[0]["test"]["clips"], 12);
+    // Trained on RAVDESS; tested on EmoDB, whose anger it never heard.
+    assert_eq!(folds[1]["labels"], serde_json::json!(["neutral", "happy", "sad"]));
+    assert_eq!(folds[1]["test"]["clips"], 8);
+}

@@ -28,8 +28,9 @@ pub struct SummaryArgs {
 pub struct FoldsArgs {
     #[command(flatten)]
     corpus: CorpusArgs,
+    /// Folds [default: EmoBox's; EmoDB: speaker-pairs].
     #[arg(long, value_enum)]
-    protocol: ProtocolName,
+    protocol: Option<ProtocolName>,
     /// Number of folds for `kfold`.
     #[arg(long, default_value_t = 5)]
     k: usize,
@@ -61,7 +62,9 @@ fn data_summary(args: &SummaryArgs) -> Result<ExitCode> {
 fn data_folds(args: &FoldsArgs) -> Result<ExitCode> {
     let dataset = load_corpus(&args.corpus)?;
     let options = FoldOptions {
-        protocol: Protocol::from_name(args.protocol, args.k),
+        protocol: args.protocol.map_or(Protocol::default_for(dataset.corpus), |name| {
+            Protocol::from_name(name, args.k)
+        }),
         seed: args.seed,
         allow_speaker_overlap: args.allow_speaker_overlap,
     };

@@ -116,9 +116,13 @@ fn with_hint(err: anyhow::Error) -> anyhow::Error {
                 Some("train again without --resume, or into another --out")
             }
             (_, Some(FoldError::EmoboxSpeakerDependent { .. })) => {
-                Some("--protocol loso for a cross-speaker split, or --allow-speaker-overlap to reproduce EmoBox")
+                Some(
+                    "--protocol loso (EmoDB: speaker-pairs) for a cross-speaker split, or --allow-speaker-overlap to reproduce EmoBox",
+                )
             }
-            (_, Some(FoldError::EmoboxPooled { .. })) => Some("use --protocol kfold or loso"),
+            (_, Some(FoldError::PerCorpus { .. })) => {
+                Some("use --protocol leave-one-corpus-out, kfold or loso")
+            }
             _ => None,
         }
     });

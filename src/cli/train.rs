@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use emofuse::augment::{Augment, NoiseAugmentConfig};
 use emofuse::data::DatasetKind;
 use emofuse::data::corpus::LoadedCorpus;
-use emofuse::data::folds::{FoldOptions, Protocol, ProtocolName};
+use emofuse::data::folds::{FoldOptions, ProtocolName, TestFold};
 use emofuse::experiment::{self, CvEvent, CvPlan, ExperimentConfig, Split, SplitRun, Teacher};
 use emofuse::model::fusion::{EmotionModelConfig, ModelKind};
 use emofuse::model::saved::ModelFolder;
@@ -152,8 +152,11 @@ pub struct CvArgs {
     /// Output folder: one sub-folder per fold, and summary.json / summary.csv.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_enum, default_value_t = ProtocolName::Emobox)]
-    protocol: ProtocolName,
+    /// Folds [default: EmoBox's; EmoDB: speaker-pairs]. leave-one-corpus-out
+    /// tests on each --data corpus in turn (calm counted as neutral, labels
+    /// without a counterpart, such as boredom, left out).
+    #[arg(long, value_enum)]
+    protocol: Option<ProtocolName>,
     #[arg(long, default_value_t = 5)]
     k: usize,
     /// Run only these folds (from 1; default all).
@@ -167,7 +170,8 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
     let test_fold = args.fold.test_fold(options.seed, options.allow_speaker_overlap)?;
     let config = experiment_config(options)?;
     let stop = stop_flag()?;
-    let corpus = load_corpora(options)?;
+    let cross_corpus = test_fold.as_ref().is_some_and(TestFold::is_cross_corpus);
+    let corpus = load_corpora(options, cross_corpus)?;
     let split = Split::of(&corpus, test_fold.as_ref(), options.validation, options.seed)
         .context("cannot make the test fold")?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -194,11 +198,11 @@ pub fn cv(args: &CvArgs) -> Result<ExitCode> {
     let device = options.device.open()?;
     let config = experiment_config(options)?;
     let stop = stop_flag()?;
-    let corpus = load_corpora(options)?;
+    let corpus = load_corpora(options, args.protocol == Some(ProtocolName::LeaveOneCorpusOut))?;
     let plan = CvPlan {
         out_dir: &args.out,
         folds: FoldOptions {
-            protocol: Protocol::from_name(args.protocol, args.k),
+            protocol: corpus.protocol(args.protocol, args.k),
             seed: options.seed,
             allow_speaker_overlap: options.allow_speaker_overlap,
         },
@@ -364,11 +368,12 @@ fn teacher(options: &TrainOptions) -> Result<Option<Teacher>> {
     }))
 }
 
-/// Every corpus of `--data`, decoded with features (through the cache); the
-/// files left out are listed when the command ends.
-fn load_corpora(options: &TrainOptions) -> Result<LoadedCorpus> {
+/// Every corpus of `--data`, decoded with features (through the cache),
+/// relabelled for cross-corpus work when `cross_corpus`; the files left out
+/// are listed when the command ends.
+fn load_corpora(options: &TrainOptions, cross_corpus: bool) -> Result<LoadedCorpus> {
     let progress = progress_bar(0, "audio and features");
-    let corpus = LoadedCorpus::load(
+    let mut corpus = LoadedCorpus::load(
         &options.data,
         options.dataset,
         &cache_root(options.cache_dir.as_deref()),
@@ -379,6 +384,9 @@ fn load_corpora(options: &TrainOptions) -> Result<LoadedCorpus> {
     )
     .context("cannot read the corpora")?;
     progress.finish_and_clear();
+    if cross_corpus {
+        eprintln!("{}", corpus.use_shared_labels());
+    }
     Ok(corpus)
 }
 

@@ -2,13 +2,14 @@
 //! once, with its frame features from the on-disk cache (the same cache
 //! `emofuse prepare` fills).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::folds::{self, Fold, FoldError, FoldOptions};
+use super::folds::{self, Fold, FoldError, FoldOptions, Protocol, ProtocolName};
 use super::{Clip, DataError, Dataset, DatasetKind, Emotion, Problem};
 use crate::audio::{self, LoadOptions};
 use crate::features::cache::{CacheError, FeatureCache};
@@ -97,6 +98,74 @@ impl LoadedCorpus {
     /// The folds of `options` over every clip.
     pub fn folds(&self, options: &FoldOptions) -> Result<Vec<Fold>, FoldError> {
         folds::make_pooled_folds(&self.clips, options)
+    }
+
+    /// The protocol `name` asks for, or without one the usual folds of the
+    /// first corpus ([`Protocol::default_for`]).
+    pub fn protocol(&self, name: Option<ProtocolName>, k: usize) -> Protocol {
+        match (name, self.clips.first()) {
+            (Some(name), _) => Protocol::from_name(name, k),
+            (None, Some(clip)) => Protocol::default_for(clip.corpus),
+            (None, None) => Protocol::Emobox,
+        }
+    }
+
+    /// Relabels for cross-corpus work ([`super::shared_label`]): calm counts
+    /// as neutral, and clips whose label no other corpus has are left out.
+    pub fn use_shared_labels(&mut self) -> SharedLabels {
+        let mut report = SharedLabels::default();
+        let mut keep = Vec::with_capacity(self.clips.len());
+        for clip in &mut self.clips {
+            match super::shared_label(&clip.label) {
+                Some(shared) => {
+                    if shared != clip.label {
+                        *report
+                            .relabelled
+                            .entry(format!("{} → {shared}", clip.label))
+                            .or_insert(0) += 1;
+                        clip.label = shared.to_owned();
+                    }
+                    keep.push(true);
+                }
+                None => {
+                    *report.left_out.entry(clip.label.clone()).or_insert(0) += 1;
+                    keep.push(false);
+                }
+            }
+        }
+        let mut kept = keep.iter();
+        self.clips.retain(|_| *kept.next().expect("one flag per clip"));
+        let mut kept = keep.iter();
+        self.audio.retain(|_| *kept.next().expect("one flag per clip"));
+        report
+    }
+}
+
+/// What [`LoadedCorpus::use_shared_labels`] changed: clip counts per
+/// relabelling (`calm → neutral`) and per label left out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SharedLabels {
+    pub relabelled: BTreeMap<String, usize>,
+    pub left_out: BTreeMap<String, usize>,
+}
+
+/// `cross-corpus labels: calm → neutral 192 clips; left out: boredom 81 clips`.
+impl fmt::Display for SharedLabels {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |counts: &BTreeMap<String, usize>| {
+            let items: Vec<String> = counts.iter().map(|(what, n)| format!("{what} {n} clips")).collect();
+            if items.is_empty() {
+                "none".to_owned()
+            } else {
+                items.join(", ")
+            }
+        };
+        write!(
+            out,
+            "cross-corpus labels: {}; left out (no counterpart in other corpora): {}",
+            list(&self.relabelled),
+            list(&self.left_out)
+        )
     }
 }
 

@@ -47,7 +47,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
         path,
         Corpus::CremaD,
         Some(format!("crema-d:{actor}")),
-        emotion,
+        emotion.as_str(),
         code,
     ))
 }

@@ -5,10 +5,14 @@
 //! fold's train and test sets together cover every clip exactly once.
 //!
 //! EmoBox protocol (Ma et al., 2024; fold files in the EmoBox repository):
-//! RAVDESS 6 folds of 4 actors, SAVEE leave-one-speaker-out in EmoBox's fold
-//! order. EmoBox's single TESS and CREMA-D folds are file-level random
-//! splits that put every speaker on both sides; they are reproduced from
-//! EmoBox's test lists only when speaker overlap is explicitly allowed.
+//! RAVDESS 6 folds of 4 actors, SAVEE and EMOVO leave-one-speaker-out in
+//! EmoBox's fold order. EmoBox's TESS, CREMA-D (one fold each) and EmoDB
+//! (five folds) splits are file-level random splits that put every speaker
+//! on both sides; they are reproduced from EmoBox's test lists only when
+//! speaker overlap is explicitly allowed. EmoDB's speaker-independent
+//! default is five folds of one female and one male speaker.
+//!
+//! Leave-one-corpus-out tests on each corpus in turn, training on the others.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -19,7 +23,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Clip, Corpus, Dataset, Problem, joined};
+use super::{Clip, Corpus, Dataset, Problem, emodb, joined};
 
 /// Actors in each RAVDESS test fold of EmoBox (`data/ravdess/fold_{1..6}`).
 const EMOBOX_RAVDESS: [[&str; 4]; 6] = [
@@ -33,6 +37,18 @@ const EMOBOX_RAVDESS: [[&str; 4]; 6] = [
 
 /// SAVEE test speakers of EmoBox's folds 1–4.
 const EMOBOX_SAVEE: [&str; 4] = ["JE", "KL", "DC", "JK"];
+
+/// EMOVO test actors of EmoBox's folds 1–6 (`data/emovo/fold_{1..6}`).
+const EMOBOX_EMOVO: [&str; 6] = ["f2", "m3", "m2", "f3", "f1", "m1"];
+
+/// File stems of EmoBox's five EmoDB test folds (107 clips each).
+const EMOBOX_EMODB_TEST: [&str; 5] = [
+    include_str!("emobox/emodb_test_fold_1.txt"),
+    include_str!("emobox/emodb_test_fold_2.txt"),
+    include_str!("emobox/emodb_test_fold_3.txt"),
+    include_str!("emobox/emodb_test_fold_4.txt"),
+    include_str!("emobox/emodb_test_fold_5.txt"),
+];
 
 /// File stems of EmoBox's TESS test fold (700 of 2800 clips).
 const EMOBOX_TESS_TEST: &str = include_str!("emobox/tess_test_fold_1.txt");
@@ -49,6 +65,10 @@ pub enum Protocol {
     Kfold { k: usize },
     /// One fold per speaker (leave one speaker out).
     Loso,
+    /// EmoDB: five folds, each one male and one female speaker.
+    SpeakerPairs,
+    /// One fold per corpus: test on it, train on the others.
+    LeaveOneCorpusOut,
 }
 
 /// A protocol as the user names it (its parameters given apart).
@@ -60,6 +80,10 @@ pub enum ProtocolName {
     Kfold,
     /// Leave one speaker out.
     Loso,
+    /// EmoDB's speaker-independent folds: one male and one female speaker each.
+    SpeakerPairs,
+    /// Test on each corpus in turn, train on the others (give several --data).
+    LeaveOneCorpusOut,
 }
 
 impl Protocol {
@@ -69,6 +93,17 @@ impl Protocol {
             ProtocolName::Emobox => Protocol::Emobox,
             ProtocolName::Kfold => Protocol::Kfold { k },
             ProtocolName::Loso => Protocol::Loso,
+            ProtocolName::SpeakerPairs => Protocol::SpeakerPairs,
+            ProtocolName::LeaveOneCorpusOut => Protocol::LeaveOneCorpusOut,
+        }
+    }
+
+    /// The usual speaker-independent folds of `corpus`: EmoBox's, except
+    /// for EmoDB, whose EmoBox folds share speakers.
+    pub fn default_for(corpus: Corpus) -> Protocol {
+        match corpus {
+            Corpus::Emodb => Protocol::SpeakerPairs,
+            _ => Protocol::Emobox,
         }
     }
 
@@ -78,6 +113,8 @@ impl Protocol {
             Protocol::Emobox => "emobox",
             Protocol::Kfold { .. } => "kfold",
             Protocol::Loso => "loso",
+            Protocol::SpeakerPairs => "speaker-pairs",
+            Protocol::LeaveOneCorpusOut => "leave-one-corpus-out",
         }
     }
 
@@ -87,6 +124,8 @@ impl Protocol {
             Protocol::Emobox => "emobox".into(),
             Protocol::Kfold { k } => format!("speaker {k}-fold"),
             Protocol::Loso => "leave-one-speaker-out".into(),
+            Protocol::SpeakerPairs => "speaker pairs (one female, one male)".into(),
+            Protocol::LeaveOneCorpusOut => "leave-one-corpus-out".into(),
         }
     }
 }
@@ -116,7 +155,7 @@ pub enum FoldError {
     EmptyTest { fold: usize, detail: String },
     #[error("fold {fold} has no training clips")]
     EmptyTrain { fold: usize },
-    #[error("EmoBox defines folds for ravdess, savee, tess and crema-d, not {corpus}")]
+    #[error("EmoBox defines folds for ravdess, savee, emovo, tess, crema-d and emodb, not {corpus}")]
     NoEmoboxFolds { corpus: &'static str },
     #[error(
         "EmoBox's {corpus} split is file-level: every speaker is in both train and test; use leave-one-speaker-out folds for a cross-speaker split, or allow speaker overlap to reproduce EmoBox"
@@ -125,9 +164,13 @@ pub enum FoldError {
     #[error("fewer than 2 speakers ({speakers}): no speaker-independent split exists")]
     TooFewSpeakers { speakers: usize },
     #[error(
-        "EmoBox folds are per corpus, and these clips pool {corpora}; pooled corpora need k-fold or leave-one-speaker-out folds"
+        "{protocol} folds are per corpus, and these clips pool {corpora}; pooled corpora need leave-one-corpus-out, k-fold or leave-one-speaker-out folds"
     )]
-    EmoboxPooled { corpora: usize },
+    PerCorpus { protocol: &'static str, corpora: usize },
+    #[error("speaker pairs are defined for EmoDB (one female and one male speaker per fold), not {corpus}")]
+    NoSpeakerPairs { corpus: &'static str },
+    #[error("leave-one-corpus-out needs at least 2 corpora, and these clips are all from {corpus}")]
+    OneCorpus { corpus: String },
     #[error("no clips to split")]
     NoClips,
     #[error("there is no fold {fold}: there are {count} folds (numbered from 1)")]
@@ -149,7 +192,7 @@ pub struct FoldOptions {
 /// Splits `clips` (all of one `corpus`) into checked folds.
 pub fn make_folds(clips: &[Clip], corpus: Corpus, options: &FoldOptions) -> Result<Vec<Fold>, FoldError> {
     let speaker_dependent =
-        matches!(options.protocol, Protocol::Emobox) && matches!(corpus, Corpus::Tess | Corpus::CremaD);
+        matches!(options.protocol, Protocol::Emobox) && matches!(corpus, Corpus::Tess | Corpus::CremaD | Corpus::Emodb);
     if speaker_dependent && !options.allow_speaker_overlap {
         return Err(FoldError::EmoboxSpeakerDependent {
             corpus: corpus.as_str(),
@@ -167,6 +210,8 @@ pub fn make_folds(clips: &[Clip], corpus: Corpus, options: &FoldOptions) -> Resu
             }
             by_speaker.into_values().collect()
         }
+        Protocol::SpeakerPairs => speaker_pair_test_sets(clips, corpus)?,
+        Protocol::LeaveOneCorpusOut => corpus_test_sets(clips)?,
     };
     let folds: Vec<Fold> = test_sets.into_iter().map(|test| complete_fold(clips, test)).collect();
     for (index, fold) in folds.iter().enumerate() {
@@ -176,11 +221,14 @@ pub fn make_folds(clips: &[Clip], corpus: Corpus, options: &FoldOptions) -> Resu
 }
 
 /// [`make_folds`] of clips that may pool several corpora (EmoBox's folds,
-/// being per corpus, need a single one).
+/// being per corpus, need a single one; leave-one-corpus-out needs several).
 pub fn make_pooled_folds(clips: &[Clip], options: &FoldOptions) -> Result<Vec<Fold>, FoldError> {
     let corpora: BTreeSet<Corpus> = clips.iter().map(|c| c.corpus).collect();
-    if options.protocol == Protocol::Emobox && corpora.len() > 1 {
-        return Err(FoldError::EmoboxPooled { corpora: corpora.len() });
+    if matches!(options.protocol, Protocol::Emobox | Protocol::SpeakerPairs) && corpora.len() > 1 {
+        return Err(FoldError::PerCorpus {
+            protocol: options.protocol.as_str(),
+            corpora: corpora.len(),
+        });
     }
     let corpus = *corpora.first().ok_or(FoldError::NoClips)?;
     make_folds(clips, corpus, options)
@@ -201,6 +249,12 @@ pub enum FoldSource {
 }
 
 impl TestFold {
+    /// Whether the fold is one of leave-one-corpus-out (whose labels follow
+    /// the cross-corpus policy).
+    pub fn is_cross_corpus(&self) -> bool {
+        matches!(&self.source, FoldSource::Protocol(options) if options.protocol == Protocol::LeaveOneCorpusOut)
+    }
+
     /// The split's name, as results and provenance record it: `emobox fold 3`,
     /// `folds.json fold 2`.
     pub fn name(&self) -> String {
@@ -515,40 +569,93 @@ fn kfold_test_sets(clips: &[Clip], k: usize, seed: u64) -> Result<Vec<Vec<usize>
     Ok(folds)
 }
 
+/// One test set per group of speakers (ids as `corpus:id`).
+fn by_speakers(clips: &[Clip], corpus: Corpus, groups: &[&[&str]]) -> Vec<Vec<usize>> {
+    groups
+        .iter()
+        .map(|group| {
+            let speakers: Vec<String> = group.iter().map(|id| format!("{}:{id}", corpus.as_str())).collect();
+            (0..clips.len())
+                .filter(|&i| clips[i].speaker.as_ref().is_some_and(|s| speakers.contains(s)))
+                .collect()
+        })
+        .collect()
+}
+
+/// One test set per list of file stems (one stem per line).
+fn by_stems(clips: &[Clip], lists: &[&str]) -> Vec<Vec<usize>> {
+    lists
+        .iter()
+        .map(|list| {
+            let stems: HashSet<&str> = list.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            (0..clips.len())
+                .filter(|&i| {
+                    clips[i]
+                        .path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .is_some_and(|s| stems.contains(s))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// EmoDB's speaker pairs: the male and female speakers, each in ascending
+/// order, zipped (03+08, 10+09, 11+13, 12+14, 15+16).
+fn speaker_pair_test_sets(clips: &[Clip], corpus: Corpus) -> Result<Vec<Vec<usize>>, FoldError> {
+    if corpus != Corpus::Emodb {
+        return Err(FoldError::NoSpeakerPairs {
+            corpus: corpus.as_str(),
+        });
+    }
+    let male = emodb::SPEAKERS.iter().filter(|s| !emodb::FEMALE_SPEAKERS.contains(s));
+    let pairs: Vec<[&str; 2]> = male.zip(&emodb::FEMALE_SPEAKERS).map(|(m, f)| [*m, *f]).collect();
+    let groups: Vec<&[&str]> = pairs.iter().map(|pair| &pair[..]).collect();
+    Ok(by_speakers(clips, corpus, &groups))
+}
+
+/// One test set per corpus (told apart by name, see [`Clip::corpus_name`]),
+/// in the order the corpora first appear.
+fn corpus_test_sets(clips: &[Clip]) -> Result<Vec<Vec<usize>>, FoldError> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut sets: Vec<Vec<usize>> = Vec::new();
+    for (i, clip) in clips.iter().enumerate() {
+        let name = clip.corpus_name();
+        match order.iter().position(|&seen| seen == name) {
+            Some(k) => sets[k].push(i),
+            None => {
+                order.push(name);
+                sets.push(vec![i]);
+            }
+        }
+    }
+    match order[..] {
+        [] => Err(FoldError::NoClips),
+        [only] => Err(FoldError::OneCorpus {
+            corpus: only.to_owned(),
+        }),
+        _ => Ok(sets),
+    }
+}
+
 fn emobox_test_sets(clips: &[Clip], corpus: Corpus) -> Result<Vec<Vec<usize>>, FoldError> {
-    let by_speakers = |groups: Vec<Vec<String>>| -> Vec<Vec<usize>> {
-        groups
-            .into_iter()
-            .map(|speakers| {
-                (0..clips.len())
-                    .filter(|&i| clips[i].speaker.as_ref().is_some_and(|s| speakers.contains(s)))
-                    .collect()
-            })
-            .collect()
-    };
-    let by_stems = |list: &str| -> Vec<Vec<usize>> {
-        let stems: HashSet<&str> = list.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        let test = (0..clips.len())
-            .filter(|&i| {
-                clips[i]
-                    .path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .is_some_and(|s| stems.contains(s))
-            })
-            .collect();
-        vec![test]
-    };
     Ok(match corpus {
-        Corpus::Ravdess => by_speakers(
-            EMOBOX_RAVDESS
-                .iter()
-                .map(|actors| actors.iter().map(|a| format!("ravdess:{a}")).collect())
-                .collect(),
-        ),
-        Corpus::Savee => by_speakers(EMOBOX_SAVEE.iter().map(|s| vec![format!("savee:{s}")]).collect()),
-        Corpus::Tess => by_stems(EMOBOX_TESS_TEST),
-        Corpus::CremaD => by_stems(EMOBOX_CREMA_D_TEST),
+        Corpus::Ravdess => {
+            let groups: Vec<&[&str]> = EMOBOX_RAVDESS.iter().map(|actors| &actors[..]).collect();
+            by_speakers(clips, corpus, &groups)
+        }
+        Corpus::Savee => {
+            let groups: Vec<&[&str]> = EMOBOX_SAVEE.iter().map(std::slice::from_ref).collect();
+            by_speakers(clips, corpus, &groups)
+        }
+        Corpus::Emovo => {
+            let groups: Vec<&[&str]> = EMOBOX_EMOVO.iter().map(std::slice::from_ref).collect();
+            by_speakers(clips, corpus, &groups)
+        }
+        Corpus::Tess => by_stems(clips, &[EMOBOX_TESS_TEST]),
+        Corpus::CremaD => by_stems(clips, &[EMOBOX_CREMA_D_TEST]),
+        Corpus::Emodb => by_stems(clips, &EMOBOX_EMODB_TEST),
         Corpus::Folder | Corpus::Manifest => {
             return Err(FoldError::NoEmoboxFolds {
                 corpus: corpus.as_str(),
@@ -652,6 +759,8 @@ mod tests {
     fn emobox_lists_have_the_published_sizes() {
         assert_eq!(EMOBOX_TESS_TEST.lines().count(), 700);
         assert_eq!(EMOBOX_CREMA_D_TEST.lines().count(), 1856);
+        let emodb: BTreeSet<&str> = EMOBOX_EMODB_TEST.iter().flat_map(|list| list.lines()).collect();
+        assert_eq!(emodb.len(), 535);
         let actors: BTreeSet<&str> = EMOBOX_RAVDESS.iter().flatten().copied().collect();
         assert_eq!(actors.len(), 24);
     }

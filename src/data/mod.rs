@@ -7,6 +7,8 @@
 
 pub mod corpus;
 pub mod crema_d;
+pub mod emodb;
+pub mod emovo;
 pub mod folder;
 pub mod folds;
 pub mod manifest;
@@ -78,6 +80,17 @@ impl Emotion {
     }
 }
 
+/// A label as cross-corpus work scores it: calm counts as neutral (only
+/// RAVDESS has calm, and it is closest to neutral), and a label outside the
+/// canonical set (EmoDB's boredom) has no counterpart in other corpora, so
+/// it is `None`: left out of training and scoring.
+pub fn shared_label(label: &str) -> Option<&'static str> {
+    match Emotion::from_name(label)? {
+        Emotion::Calm => Some(Emotion::Neutral.as_str()),
+        emotion => Some(emotion.as_str()),
+    }
+}
+
 /// The layouts emofuse reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -86,6 +99,8 @@ pub enum Corpus {
     Tess,
     Savee,
     CremaD,
+    Emodb,
+    Emovo,
     /// `<label>/<file>` or `<label>/<speaker>/<file>` under a root folder.
     Folder,
     /// A CSV or JSONL file with `path,label,speaker[,dataset]`.
@@ -100,6 +115,8 @@ impl Corpus {
             Corpus::Tess => "tess",
             Corpus::Savee => "savee",
             Corpus::CremaD => "crema-d",
+            Corpus::Emodb => "emodb",
+            Corpus::Emovo => "emovo",
             Corpus::Folder => "folder",
             Corpus::Manifest => "manifest",
         }
@@ -122,14 +139,23 @@ pub struct Clip {
 }
 
 impl Clip {
-    fn new(path: &Path, corpus: Corpus, speaker: Option<String>, emotion: Emotion, native: &str) -> Clip {
+    fn new(path: &Path, corpus: Corpus, speaker: Option<String>, label: &str, native: &str) -> Clip {
         Clip {
             path: path.to_owned(),
             corpus,
             speaker,
-            label: emotion.as_str().to_owned(),
+            label: label.to_owned(),
             native_label: native.to_owned(),
         }
+    }
+
+    /// The corpus this clip belongs to, by name: the prefix of its speaker id
+    /// (a manifest's `dataset` column), else its layout's name.
+    pub fn corpus_name(&self) -> &str {
+        self.speaker
+            .as_deref()
+            .and_then(|speaker| speaker.split_once(':'))
+            .map_or(self.corpus.as_str(), |(corpus, _)| corpus)
     }
 }
 
@@ -187,6 +213,8 @@ pub enum DatasetKind {
     Tess,
     Savee,
     CremaD,
+    Emodb,
+    Emovo,
     Folder,
     Manifest,
 }
@@ -220,6 +248,8 @@ pub fn load(root: &Path, kind: DatasetKind) -> Result<Dataset, DataError> {
         DatasetKind::Tess => Corpus::Tess,
         DatasetKind::Savee => Corpus::Savee,
         DatasetKind::CremaD => Corpus::CremaD,
+        DatasetKind::Emodb => Corpus::Emodb,
+        DatasetKind::Emovo => Corpus::Emovo,
         DatasetKind::Folder => Corpus::Folder,
         DatasetKind::Manifest => unreachable!("manifests returned above"),
     };
@@ -246,6 +276,8 @@ fn parse(corpus: Corpus, root: &Path, path: &Path) -> Result<Clip, String> {
         Corpus::Tess => tess::parse(path),
         Corpus::Savee => savee::parse(path),
         Corpus::CremaD => crema_d::parse(path),
+        Corpus::Emodb => emodb::parse(path),
+        Corpus::Emovo => emovo::parse(path),
         Corpus::Folder => folder::parse(root, path),
         Corpus::Manifest => unreachable!("manifest rows are parsed by manifest::load"),
     }
@@ -254,7 +286,14 @@ fn parse(corpus: Corpus, root: &Path, path: &Path) -> Result<Clip, String> {
 /// Picks the named corpus whose naming rules fit most files; a plain folder
 /// layout when none fits at least half of them.
 fn detect(root: &Path, files: &[PathBuf]) -> Corpus {
-    let named = [Corpus::Ravdess, Corpus::Tess, Corpus::Savee, Corpus::CremaD];
+    let named = [
+        Corpus::Ravdess,
+        Corpus::Tess,
+        Corpus::Savee,
+        Corpus::CremaD,
+        Corpus::Emodb,
+        Corpus::Emovo,
+    ];
     let (best, hits) = named
         .iter()
         .map(|&corpus| {
@@ -322,5 +361,12 @@ mod tests {
         assert_eq!(Emotion::from_name("Pleasant_surprised"), Some(Emotion::Surprise));
         assert_eq!(Emotion::from_name("FEARFUL"), Some(Emotion::Fear));
         assert_eq!(Emotion::from_name("excited"), None);
+    }
+
+    #[test]
+    fn shared_labels_merge_calm_and_drop_boredom() {
+        assert_eq!(shared_label("calm"), Some("neutral"));
+        assert_eq!(shared_label("surprise"), Some("surprise"));
+        assert_eq!(shared_label("boredom"), None);
     }
 }

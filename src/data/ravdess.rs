@@ -46,7 +46,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
         path,
         Corpus::Ravdess,
         Some(format!("ravdess:{actor}")),
-        emotion,
+        emotion.as_str(),
         code,
     ))
 }

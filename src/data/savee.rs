@@ -46,7 +46,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
         path,
         Corpus::Savee,
         Some(format!("savee:{speaker}")),
-        emotion,
+        emotion.as_str(),
         code,
     ))
 }

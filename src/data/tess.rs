@@ -46,7 +46,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
         path,
         Corpus::Tess,
         Some(format!("tess:{speaker}")),
-        emotion,
+        emotion.as_str(),
         &native,
     ))
 }
