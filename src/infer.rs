@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::audio::{self, AudioError, Waveform};
-use crate::features::{FeatureError, FeatureExtractor};
+use crate::features::{FeatureError, FeatureExtractor, speech};
 use crate::model::fusion::{EmotionModel, EmotionModelConfig, ModelOutput};
 use crate::model::input::{self, Example, ExampleBuilder};
 use crate::model::saved::{self, ModelConfig, ModelDirError};
@@ -37,6 +37,12 @@ pub enum InferError {
     Clip { name: String, source: FeatureError },
     #[error("{name}: too short for the model ({samples} samples; the encoder needs at least {min})")]
     TooShort { name: String, samples: usize, min: usize },
+    #[error(
+        "{name}: no speech to judge ({seconds:.2} s of speech detected; at least {min_s} s is needed, louder than {floor} dBFS and not noise-like)",
+        min_s = speech::MIN_SPEECH_S,
+        floor = speech::SPEECH_FLOOR_DBFS
+    )]
+    NoSpeech { name: String, seconds: f64 },
     #[error("{name:?}: the model's classes are {}", classes.join(", "))]
     UnknownClass { name: String, classes: Vec<String> },
 }
@@ -100,12 +106,11 @@ impl std::fmt::Display for FilePrediction {
         let probabilities: String = p.probabilities.iter().map(|p| format!("{p:>9.3}")).collect();
         writeln!(out, "{name:<40} {:<9} {:>6.3} {probabilities}", p.label, p.confidence)?;
         for window in self.timeline.iter().flat_map(|t| &t.windows) {
-            let p = &window.prediction;
-            writeln!(
-                out,
-                "  {:>6.2}–{:<6.2} s {:<9} {:>6.3}",
-                window.start_s, window.end_s, p.label, p.confidence
-            )?;
+            write!(out, "  {:>6.2}–{:<6.2} s ", window.start_s, window.end_s)?;
+            match &window.prediction {
+                Some(p) => writeln!(out, "{:<9} {:>6.3}", p.label, p.confidence)?,
+                None => writeln!(out, "(no speech: skipped)")?,
+            }
         }
         Ok(())
     }
@@ -115,8 +120,10 @@ impl std::fmt::Display for FilePrediction {
 pub struct TimelineWindow {
     pub start_s: f64,
     pub end_s: f64,
+    /// Whether the window has enough speech to judge; without, no prediction.
+    pub speech: bool,
     #[serde(flatten)]
-    pub prediction: Prediction,
+    pub prediction: Option<Prediction>,
 }
 
 impl Predictor {
@@ -243,8 +250,21 @@ impl Predictor {
         })
     }
 
-    /// Predicts one clip.
+    /// Refuses a clip with too little speech to judge ([`speech::MIN_SPEECH_S`]).
+    pub fn check_speech(&self, waveform: &Waveform, name: &str) -> Result<(), InferError> {
+        let seconds = speech::speech_seconds(&waveform.samples, waveform.sample_rate);
+        if seconds < speech::MIN_SPEECH_S {
+            return Err(InferError::NoSpeech {
+                name: name.to_owned(),
+                seconds,
+            });
+        }
+        Ok(())
+    }
+
+    /// Predicts one clip, if it has speech.
     pub fn predict(&self, waveform: &Waveform, name: &str) -> Result<Prediction, InferError> {
+        self.check_speech(waveform, name)?;
         let example = self.example(waveform, name)?;
         Ok(self.prediction(&self.probabilities(&[example])))
     }
@@ -264,7 +284,8 @@ impl Predictor {
     }
 
     /// Predictions of windows of `window_s` seconds every `hop_s` seconds
-    /// (the last window ends at the end of the recording).
+    /// (the last window ends at the end of the recording); a window with too
+    /// little speech has no prediction.
     pub fn timeline(&self, waveform: &Waveform, name: &str, window_s: f64, hop_s: f64) -> Result<Timeline, InferError> {
         let rate = f64::from(waveform.sample_rate);
         let (window, hop) = ((window_s * rate) as usize, ((hop_s * rate) as usize).max(1));
@@ -273,25 +294,29 @@ impl Predictor {
         if n > window && starts.last().is_some_and(|&s| s + window < n) {
             starts.push(n - window);
         }
-        let examples = starts
-            .iter()
-            .map(|&start| {
-                let end = (start + window).min(n);
-                let clip = Waveform {
-                    samples: waveform.samples[start..end].to_vec(),
-                    sample_rate: waveform.sample_rate,
-                };
-                self.example(&clip, name)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut spoken = Vec::new();
+        let mut examples = Vec::new();
+        for &start in &starts {
+            let clip = Waveform {
+                samples: waveform.samples[start..(start + window).min(n)].to_vec(),
+                sample_rate: waveform.sample_rate,
+            };
+            let has_speech = self.check_speech(&clip, name).is_ok();
+            if has_speech {
+                examples.push(self.example(&clip, name)?);
+            }
+            spoken.push(has_speech);
+        }
         let probabilities = self.probabilities(&examples);
+        let mut rows = probabilities.chunks_exact(self.config.labels.len());
         let windows = starts
             .iter()
-            .zip(probabilities.chunks_exact(self.config.labels.len()))
-            .map(|(&start, row)| TimelineWindow {
+            .zip(spoken)
+            .map(|(&start, has_speech)| TimelineWindow {
                 start_s: start as f64 / rate,
                 end_s: (start + window).min(n) as f64 / rate,
-                prediction: self.prediction(row),
+                speech: has_speech,
+                prediction: has_speech.then(|| self.prediction(rows.next().expect("a row per spoken window"))),
             })
             .collect();
         Ok(Timeline {

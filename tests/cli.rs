@@ -353,3 +353,53 @@ fn eval_on_another_corpus_scores_the_shared_classes_and_says_which() {
     assert_eq!(report["unscored"], serde_json::json!({"boredom": 1}));
     assert_eq!(report["metrics"]["clips"], 4);
 }
+
+/// Issue 20, speech presence: a quiet voice gets an answer, dithered
+/// silence a refusal, and a timeline skips its silent windows.
+#[test]
+fn predict_answers_a_quiet_voice_and_refuses_near_silence() {
+    use crate::util::{Encoding, Wav};
+    use rand::{Rng, SeedableRng};
+
+    let dir = tempfile::tempdir().unwrap();
+    let float_wav = |name: &str, samples: &[f32]| {
+        crate::util::write(dir.path(), name, &Wav::new(Encoding::F32, 1, 16_000).bytes(samples))
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let peak = 10f32.powf(-90.0 / 20.0);
+    let dither: Vec<f32> = (0..16_000 * 6).map(|_| rng.random_range(-peak..peak)).collect();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ravdess-mini");
+    let mut voice = Vec::new();
+    for actor in ["Actor_01", "Actor_02"] {
+        for entry in std::fs::read_dir(examples.join(actor)).unwrap() {
+            let clip = emofuse::audio::load(&entry.unwrap().path()).unwrap();
+            let quiet: Vec<f32> = clip.samples.iter().map(|s| s * 10f32.powf(-30.0 / 20.0)).collect();
+            let path = float_wav(&format!("quiet-{}.wav", voice.len()), &quiet);
+            voice.push(path);
+            if voice.len() == 1 {
+                // Speech, then six seconds of dither.
+                let mut long = clip.samples.clone();
+                long.extend_from_slice(&dither);
+                float_wav("then-silence.wav", &long);
+            }
+        }
+    }
+    for path in &voice {
+        emofuse_ok(&["predict", path.to_str().unwrap()]);
+    }
+    let silence = float_wav("dither.wav", &dither);
+    let output = emofuse(&["predict", silence.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("dither.wav: no speech to judge"), "{stderr}");
+
+    let long = dir.path().join("then-silence.wav");
+    let output = emofuse_ok(&["predict", long.to_str().unwrap(), "--window", "2", "--json"]);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = if report.is_array() { report[0].clone() } else { report };
+    let windows = report["timeline"]["windows"].as_array().unwrap();
+    assert!(windows[0]["speech"].as_bool().unwrap() && windows[0]["label"].is_string());
+    let last = windows.last().unwrap();
+    assert_eq!(last["speech"], false);
+    assert!(last.get("label").is_none(), "{last}");
+}

@@ -20,6 +20,13 @@ fn clip_bytes() -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+/// One second at ±2 LSB of 16 bits: silence as a recorder writes it (−84 dBFS peak).
+fn dithered_silence() -> Vec<f32> {
+    (0..16_000)
+        .map(|i| [2.0, -1.0, 0.0, 1.0, -2.0][i % 5] / 32768.0)
+        .collect()
+}
+
 fn app(config: ServeConfig) -> Router {
     router(Predictor::builtin(&burn::tensor::Device::flex()).unwrap(), config)
 }
@@ -158,6 +165,13 @@ async fn bad_uploads_are_refused_with_the_reason() {
             wav16(&vec![0.0; 16_000], 16_000),
             StatusCode::UNPROCESSABLE_ENTITY,
             "silent",
+        ),
+        (
+            "dithered silence (issue 20)",
+            "application/octet-stream".into(),
+            wav16(&dithered_silence(), 16_000),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no speech to judge",
         ),
         (
             "truncated form",

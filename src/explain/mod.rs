@@ -217,6 +217,7 @@ pub fn explain(
     name: &str,
     options: &ExplainOptions,
 ) -> Result<Explanation, InferError> {
+    predictor.check_speech(waveform, name)?;
     let example = predictor.example(waveform, name)?;
     let output = predictor.forward(&[&example]);
     let probabilities = to_vec(softmax(output.logits.clone(), 1));

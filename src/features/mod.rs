@@ -12,6 +12,7 @@ pub mod cache;
 pub mod filters;
 pub mod spectral;
 pub mod spectrum;
+pub mod speech;
 
 use std::path::{Path, PathBuf};
 

@@ -71,7 +71,22 @@ pub fn openapi() -> Value {
                             "properties": {
                                 "window_s": { "type": "number" },
                                 "hop_s": { "type": "number" },
-                                "windows": { "type": "array", "items": { "type": "object" } }
+                                "windows": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "description": "A window with too little speech has speech = false and no prediction",
+                                        "required": ["start_s", "end_s", "speech"],
+                                        "properties": {
+                                            "start_s": { "type": "number" },
+                                            "end_s": { "type": "number" },
+                                            "speech": { "type": "boolean" },
+                                            "label": { "type": "string" },
+                                            "confidence": { "type": "number" },
+                                            "probabilities": { "type": "array", "items": { "type": "number" } }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
