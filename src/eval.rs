@@ -130,6 +130,103 @@ impl FoldSummary {
     }
 }
 
+/// How far confidence is from accuracy: clips binned by their top
+/// probability into 15 equal-width bins, with the summed confidence and the
+/// right answers of each. Bins add up across folds, so the pooled expected
+/// calibration error (ECE) is that of all folds' test clips together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reliability {
+    pub clips: Vec<usize>,
+    pub confidence: Vec<f64>,
+    pub correct: Vec<usize>,
+}
+
+impl Reliability {
+    pub const BINS: usize = 15;
+
+    /// The bins of `[clips][classes]` probabilities against the true classes.
+    pub fn of(probabilities: &[f32], truth: &[usize], n_classes: usize) -> Reliability {
+        let mut bins = Reliability::empty();
+        for (row, &t) in probabilities.chunks_exact(n_classes).zip(truth) {
+            let (best, &confidence) = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .expect("at least one class");
+            let bin = ((f64::from(confidence) * Self::BINS as f64) as usize).min(Self::BINS - 1);
+            bins.clips[bin] += 1;
+            bins.confidence[bin] += f64::from(confidence);
+            bins.correct[bin] += usize::from(best == t);
+        }
+        bins
+    }
+
+    pub fn empty() -> Reliability {
+        Reliability {
+            clips: vec![0; Self::BINS],
+            confidence: vec![0.0; Self::BINS],
+            correct: vec![0; Self::BINS],
+        }
+    }
+
+    /// Both sets of clips in one.
+    pub fn add(&mut self, other: &Reliability) {
+        for bin in 0..Self::BINS {
+            self.clips[bin] += other.clips[bin];
+            self.confidence[bin] += other.confidence[bin];
+            self.correct[bin] += other.correct[bin];
+        }
+    }
+
+    /// Expected calibration error: the clip-weighted mean over bins of
+    /// |accuracy − mean confidence|, 0 (perfect) to 1.
+    pub fn ece(&self) -> f64 {
+        let total: usize = self.clips.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        (0..Self::BINS)
+            .filter(|&bin| self.clips[bin] > 0)
+            .map(|bin| (self.correct[bin] as f64 - self.confidence[bin]).abs())
+            .sum::<f64>()
+            / total as f64
+    }
+}
+
+/// The softmax temperature that makes `[clips][classes]` probabilities
+/// most likely for the true classes (least negative log-likelihood):
+/// temperature scaling (Guo et al., 2017). The log-likelihood is concave in
+/// 1/T, so a golden-section search over log T in [0.05, 20] finds it.
+pub fn fit_temperature(probabilities: &[f32], truth: &[usize], n_classes: usize) -> f32 {
+    let logits: Vec<f64> = probabilities
+        .iter()
+        .map(|&p| f64::from(p.max(f32::MIN_POSITIVE)).ln())
+        .collect();
+    let nll = |log_t: f64| {
+        let inverse = (-log_t).exp();
+        logits
+            .chunks_exact(n_classes)
+            .zip(truth)
+            .map(|(row, &t)| {
+                let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = row.iter().map(|z| ((z - top) * inverse).exp()).sum();
+                sum.ln() - (row[t] - top) * inverse
+            })
+            .sum::<f64>()
+    };
+    let ratio = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut low, mut high) = (0.05f64.ln(), 20f64.ln());
+    for _ in 0..60 {
+        let (a, b) = (high - ratio * (high - low), low + ratio * (high - low));
+        if nll(a) < nll(b) {
+            high = b;
+        } else {
+            low = a;
+        }
+    }
+    ((low + high) / 2.0).exp() as f32
+}
+
 /// The class with the highest score in each row of `[clips][classes]` scores.
 pub fn argmax_rows(scores: &[f32], n_classes: usize) -> Vec<usize> {
     scores
@@ -255,6 +352,8 @@ pub struct EvalReport<'a> {
     pub shared_labels: &'a [String],
     pub label_note: Option<&'a str>,
     pub metrics: &'a Metrics,
+    /// Expected calibration error of the model's (calibrated) confidence on these clips.
+    pub ece: f64,
     /// Clips not scored, per label the model does not have.
     pub unscored: &'a BTreeMap<String, usize>,
 }
@@ -271,6 +370,7 @@ impl std::fmt::Display for EvalReport<'_> {
             100.0 * m.wa,
             100.0 * m.macro_f1
         )?;
+        writeln!(out, "expected calibration error {:.3} (15 bins)", self.ece)?;
         for (label, recall) in self.labels.iter().zip(&m.per_class_recall) {
             if let Some(recall) = recall {
                 writeln!(out, "  {label:<10} recall {:.2}", 100.0 * recall)?;
@@ -378,6 +478,7 @@ impl Evaluation {
             shared_labels: &self.shared_labels,
             label_note: self.label_note.as_deref(),
             metrics: &self.metrics,
+            ece: Reliability::of(&self.probabilities, &self.truth, self.labels.len()).ece(),
             unscored: &self.unscored,
         }
     }
@@ -393,8 +494,8 @@ impl Evaluation {
         let (labels, m) = (&self.labels, &self.metrics);
         let mut csv = String::from("metric,value\n");
         csv += &format!(
-            "ua,{:.4}\nwa,{:.4}\nmacro_f1,{:.4}\nclips,{}\n",
-            m.ua, m.wa, m.macro_f1, m.clips
+            "ua,{:.4}\nwa,{:.4}\nmacro_f1,{:.4}\nece,{:.4}\nclips,{}\n",
+            m.ua, m.wa, m.macro_f1, report.ece, m.clips
         );
         for (label, recall) in labels.iter().zip(&m.per_class_recall) {
             if let Some(recall) = recall {
@@ -471,6 +572,32 @@ mod tests {
         let model = labels(&["neutral", "calm"]);
         assert_eq!(Scoring::new(&model, ["calm", "neutral"]).labels, model);
         assert!(Scoring::new(&model, ["calm", "neutral"]).note.is_none());
+    }
+
+    #[test]
+    fn temperature_scaling_fixes_overconfidence() {
+        // Always 90 % sure, right 60 % of the time: too confident.
+        let mut probabilities = Vec::new();
+        let mut truth = Vec::new();
+        for i in 0..100 {
+            probabilities.extend([0.9f32, 0.05, 0.05]);
+            truth.push(if i % 5 < 3 { 0 } else { 1 + i % 2 });
+        }
+        let before = Reliability::of(&probabilities, &truth, 3);
+        assert!((before.ece() - 0.3).abs() < 1e-6, "{}", before.ece());
+        let t = fit_temperature(&probabilities, &truth, 3);
+        assert!(t > 1.0, "overconfidence needs a softer softmax: {t}");
+        let calibrated = crate::infer::with_temperature(&probabilities, 3, t);
+        let after = Reliability::of(&calibrated, &truth, 3);
+        assert!(after.ece() < 0.01, "{}", after.ece());
+        assert!(
+            (calibrated[0] - 0.6).abs() < 0.01,
+            "the top class gets its accuracy: {}",
+            calibrated[0]
+        );
+        let mut both = before.clone();
+        both.add(&after);
+        assert_eq!(both.clips.iter().sum::<usize>(), 200);
     }
 
     #[test]

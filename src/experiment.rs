@@ -17,7 +17,7 @@ use crate::augment::{AugmentError, WaveAugment};
 use crate::data::Clip;
 use crate::data::corpus::{ClipAudio, LoadedCorpus, label_list};
 use crate::data::folds::{self, FoldError, FoldOptions, Protocol, TestFold, ValidationSplit};
-use crate::eval::{FoldSummary, Metrics, argmax_rows};
+use crate::eval::{self, FoldSummary, Metrics, Reliability, argmax_rows};
 use crate::features::cache::FeatureCache;
 use crate::features::{FeatureConfig, FeatureStats, FrameFeatures};
 use crate::infer::{self, Predictor};
@@ -167,9 +167,24 @@ pub struct FoldResult {
     pub test: Option<Metrics>,
     /// Test clips left out because their label never occurs in training.
     pub unscored_test_clips: usize,
+    /// The softmax temperature fitted on the validation speakers (none
+    /// without validation speakers: the model's confidence is then its raw softmax).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// How well the test clips' confidences match their accuracy, before and after the temperature.
+    #[serde(default)]
+    pub test_reliability: Option<TestReliability>,
     pub best_epoch: usize,
     pub best_validation_ua: Option<f64>,
     pub train_seconds: f64,
+}
+
+/// Reliability bins of a fold's test clips at the raw softmax and at the
+/// fitted temperature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestReliability {
+    pub uncalibrated: Reliability,
+    pub calibrated: Reliability,
 }
 
 /// `emobox fold 1: test UA 50.00, WA 50.00, macro-F1 50.00`.
@@ -301,28 +316,49 @@ impl SplitRun<'_> {
             encoders.frozen.as_ref(),
             self.device,
         );
-        let model_config = self.model_config(&training, &plan, &outcome, means);
-        saved::save(self.out_dir, &model_config, &outcome.model, self.config.half)?;
-
-        let test = plan.examples(&self.split.test, false);
-        let scores = (!test.examples.is_empty()).then(|| {
+        let n_classes = plan.labels.len();
+        let run_model = |examples: &[Example]| {
             let probabilities = infer::probabilities(
                 &outcome.model,
                 &training.model,
-                &test.examples,
+                examples,
                 encoders.frozen.as_ref(),
                 self.device,
             );
-            let truth: Vec<usize> = test.examples.iter().map(|e| e.label).collect();
-            let n_classes = plan.labels.len();
-            Metrics::compute(&truth, &argmax_rows(&probabilities, n_classes), n_classes)
+            let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
+            (probabilities, truth)
+        };
+        // Confidence is calibrated on the validation speakers, never on the test ones.
+        let temperature = (!validation.examples.is_empty()).then(|| {
+            let (probabilities, truth) = run_model(&validation.examples);
+            eval::fit_temperature(&probabilities, &truth, n_classes)
         });
+        let model_config = self.model_config(&training, &plan, &outcome, means, temperature.unwrap_or(1.0));
+        saved::save(self.out_dir, &model_config, &outcome.model, self.config.half)?;
+
+        let test = plan.examples(&self.split.test, false);
+        let (mut scores, mut reliability) = (None, None);
+        if !test.examples.is_empty() {
+            let (probabilities, truth) = run_model(&test.examples);
+            let calibrated = infer::with_temperature(&probabilities, n_classes, model_config.temperature);
+            scores = Some(Metrics::compute(
+                &truth,
+                &argmax_rows(&calibrated, n_classes),
+                n_classes,
+            ));
+            reliability = Some(TestReliability {
+                uncalibrated: Reliability::of(&probabilities, &truth, n_classes),
+                calibrated: Reliability::of(&calibrated, &truth, n_classes),
+            });
+        }
         let result = FoldResult {
             split: self.split.name.clone(),
             model_dir: self.out_dir.to_owned(),
             unscored_test_clips: self.split.test.len() - test.examples.len(),
             labels: plan.labels,
             test: scores,
+            temperature,
+            test_reliability: reliability,
             best_epoch: outcome.best_epoch,
             best_validation_ua: outcome.best_validation_ua,
             train_seconds: model_config.training.as_ref().map_or(0.0, |p| p.seconds),
@@ -338,13 +374,15 @@ impl SplitRun<'_> {
         plan: &Plan,
         outcome: &train::Outcome,
         embedding_means: EmbeddingMeans,
+        temperature: f32,
     ) -> ModelConfig {
         ModelConfig {
             format: saved::FORMAT.into(),
             model: training.model.clone(),
-            features: FeatureConfig::default(),
+            features: self.corpus.features.clone(),
             feature_stats: plan.feature_stats.clone(),
             labels: plan.labels.clone(),
+            temperature,
             embedding_means,
             training: Some(Provenance {
                 command: self.config.command.clone(),
@@ -394,7 +432,7 @@ impl<'a> Plan<'a> {
         Plan {
             corpus,
             labels,
-            builder: example_builder(&training.model, &feature_stats),
+            builder: example_builder(&training.model, &corpus.features, &feature_stats),
             feature_stats,
             keep_audio: training.augment.changes_audio() || training.distillation.is_some(),
         }
@@ -445,15 +483,18 @@ impl<'a> Plan<'a> {
         Ok(Some(WaveAugment {
             speeds: training.augment.speeds.clone(),
             noise,
-            builder: example_builder(&training.model, &self.feature_stats),
+            builder: example_builder(&training.model, &self.corpus.features, &self.feature_stats),
         }))
     }
 }
 
-/// The builder of a model's examples from the default frame features.
-fn example_builder(model: &EmotionModelConfig, stats: &Option<FeatureStats>) -> ExampleBuilder {
-    ExampleBuilder::new(model, &FeatureConfig::default(), stats.clone())
-        .expect("the default feature configuration is valid")
+/// The builder of a model's examples from its frame features.
+fn example_builder(
+    model: &EmotionModelConfig,
+    features: &FeatureConfig,
+    stats: &Option<FeatureStats>,
+) -> ExampleBuilder {
+    ExampleBuilder::new(model, features, stats.clone()).expect("the training feature configuration is valid")
 }
 
 /// The pretrained encoders of a backbone: one to fine-tune inside the
@@ -774,8 +815,33 @@ pub struct CvSummary {
     pub model: &'static str,
     pub data: Vec<String>,
     pub summary: FoldSummary,
+    /// Expected calibration error of all folds' test clips pooled (15 bins).
+    pub ece: Option<PooledEce>,
     pub folds: Vec<FoldResult>,
     pub seconds: f64,
+}
+
+/// ECE of the pooled test clips at the raw softmax and at each fold's fitted temperature.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PooledEce {
+    pub uncalibrated: f64,
+    pub calibrated: f64,
+}
+
+impl PooledEce {
+    fn of(folds: &[FoldResult]) -> Option<PooledEce> {
+        let mut pooled: Option<(Reliability, Reliability)> = None;
+        for fold in folds {
+            let Some(test) = &fold.test_reliability else { continue };
+            let (raw, calibrated) = pooled.get_or_insert_with(|| (Reliability::empty(), Reliability::empty()));
+            raw.add(&test.uncalibrated);
+            calibrated.add(&test.calibrated);
+        }
+        pooled.map(|(raw, calibrated)| PooledEce {
+            uncalibrated: raw.ece(),
+            calibrated: calibrated.ece(),
+        })
+    }
 }
 
 /// What the caller is told while a cross-validation runs.
@@ -874,6 +940,7 @@ pub fn cross_validate(
         model: config.training.model.kind.as_str(),
         data: corpus.sources.clone(),
         summary: FoldSummary::of(&scored),
+        ece: PooledEce::of(&results),
         seconds: results.iter().map(|r| r.train_seconds).sum(),
         folds: results,
     };
@@ -898,7 +965,11 @@ impl std::fmt::Display for CvSummary {
             100.0 * s.wa.std,
             100.0 * s.macro_f1.mean,
             100.0 * s.macro_f1.std
-        )
+        )?;
+        if let Some(ece) = self.ece {
+            write!(out, "; ECE {:.3} (raw softmax {:.3})", ece.calibrated, ece.uncalibrated)?;
+        }
+        Ok(())
     }
 }
 

@@ -216,15 +216,22 @@ impl Predictor {
             })
     }
 
-    /// Class probabilities of examples, `[clips][classes]`, in batches.
+    /// Calibrated class probabilities of examples, `[clips][classes]`, in batches.
     pub fn probabilities(&self, examples: &[Example]) -> Vec<f32> {
-        probabilities(
+        let raw = probabilities(
             &self.model,
             &self.config.model,
             examples,
             self.frozen.as_ref(),
             &self.device,
-        )
+        );
+        self.calibrated(&raw)
+    }
+
+    /// `[clips][classes]` probabilities of the model's raw softmax at its
+    /// fitted temperature.
+    pub fn calibrated(&self, raw: &[f32]) -> Vec<f32> {
+        with_temperature(raw, self.config.labels.len(), self.config.temperature)
     }
 
     /// Everything the model computes for a batch (explanations use the streams' outputs).
@@ -325,6 +332,27 @@ impl Predictor {
             windows,
         })
     }
+}
+
+/// `[clips][classes]` softmax probabilities as the softmax of the same
+/// logits divided by `temperature` (above 1 softer, below 1 sharper). The
+/// log-probabilities are the logits up to a per-clip constant, which the
+/// softmax ignores.
+pub fn with_temperature(probabilities: &[f32], n_classes: usize, temperature: f32) -> Vec<f32> {
+    if temperature == 1.0 {
+        return probabilities.to_vec();
+    }
+    let mut out = Vec::with_capacity(probabilities.len());
+    for row in probabilities.chunks_exact(n_classes) {
+        let scaled: Vec<f64> = row
+            .iter()
+            .map(|&p| f64::from(p.max(f32::MIN_POSITIVE)).ln() / f64::from(temperature))
+            .collect();
+        let top = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = scaled.iter().map(|s| (s - top).exp()).sum();
+        out.extend(scaled.iter().map(|s| ((s - top).exp() / sum) as f32));
+    }
+    out
 }
 
 /// Class probabilities of `examples` under `model`, in batches: `[clips][classes]`.

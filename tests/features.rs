@@ -146,7 +146,8 @@ fn feature_cache_survives_kills_during_prepare() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    let config = FeatureConfig::default();
+    // What `train` reads by default: features at the training level.
+    let config = FeatureConfig::for_training(Some(emofuse::features::TRAINING_LEVEL_DBFS));
     let cache = FeatureCache::open(cache_dir.path().join("features"), &config).unwrap();
     let extractor = FeatureExtractor::new(config).unwrap();
     let clips = emofuse::data::load(&corpus, emofuse::data::DatasetKind::Auto)
@@ -179,3 +180,4 @@ fn feature_cache_survives_kills_during_prepare() {
         clips.len().div_ceil(7)
     );
 }
+

@@ -16,6 +16,7 @@ use emofuse::data::DatasetKind;
 use emofuse::data::corpus::LoadedCorpus;
 use emofuse::data::folds::{FoldOptions, ProtocolName, TestFold};
 use emofuse::experiment::{self, CvEvent, CvPlan, ExperimentConfig, Split, SplitRun, Teacher};
+use emofuse::features::FeatureConfig;
 use emofuse::model::fusion::{EmotionModelConfig, ModelKind};
 use emofuse::model::saved::ModelFolder;
 use emofuse::model::temporal::BackboneConfig;
@@ -97,6 +98,11 @@ pub struct TrainOptions {
     /// Dropout of the classifier and the temporal stream.
     #[arg(long, default_value_t = 0.3)]
     dropout: f64,
+    /// Bring every clip's active speech to this level (dBFS) before the frame
+    /// features, so that the recording level does not matter; `off` keeps
+    /// the level as recorded.
+    #[arg(long, default_value = "-26")]
+    level_dbfs: LevelArg,
     /// Dropout inside the spectral CNN's blocks.
     #[arg(long, default_value_t = 0.2)]
     spectral_dropout: f64,
@@ -376,6 +382,7 @@ fn load_corpora(options: &TrainOptions, cross_corpus: bool) -> Result<LoadedCorp
     let mut corpus = LoadedCorpus::load(
         &options.data,
         options.dataset,
+        &FeatureConfig::for_training(options.level_dbfs.0),
         &cache_root(options.cache_dir.as_deref()),
         |total| {
             progress.set_length(total as u64);
@@ -388,6 +395,24 @@ fn load_corpora(options: &TrainOptions, cross_corpus: bool) -> Result<LoadedCorp
         eprintln!("{}", corpus.use_shared_labels());
     }
     Ok(corpus)
+}
+
+/// `--level-dbfs`: a level in dBFS, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct LevelArg(Option<f32>);
+
+impl std::str::FromStr for LevelArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LevelArg, String> {
+        if text == "off" {
+            return Ok(LevelArg(None));
+        }
+        match text.parse::<f32>() {
+            Ok(level) if (-120.0..=0.0).contains(&level) => Ok(LevelArg(Some(level))),
+            _ => Err(format!("{text:?}: want a level in dBFS from -120 to 0, or off")),
+        }
+    }
 }
 
 /// `low:high` in dB.

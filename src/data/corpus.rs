@@ -13,11 +13,13 @@ use super::folds::{self, Fold, FoldError, FoldOptions, Protocol, ProtocolName};
 use super::{Clip, DataError, Dataset, DatasetKind, Emotion, Problem};
 use crate::audio::{self, LoadOptions};
 use crate::features::cache::{CacheError, FeatureCache};
-use crate::features::{FeatureConfig, FeatureExtractor, FileError, FrameFeatures};
+use crate::features::{FeatureConfig, FeatureError, FeatureExtractor, FileError, FrameFeatures, TRAINING_LEVEL_DBFS};
 
 /// Clips of one or more corpora with their decoded audio and features.
 pub struct LoadedCorpus {
     pub clips: Vec<Clip>,
+    /// The frame features of `audio` (a model trained on them reads them).
+    pub features: FeatureConfig,
     /// `audio[i]` is `clips[i]`'s.
     pub audio: Vec<ClipAudio>,
     /// Corpus roots and what they held, for provenance.
@@ -41,15 +43,18 @@ pub enum CorpusError {
     Data(#[from] DataError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Features(#[from] FeatureError),
 }
 
 impl LoadedCorpus {
     /// Every corpus in `roots` (pooled; their labels united), decoded on all
-    /// cores with the default frame features through the cache under
+    /// cores with the frame features `features` through the cache under
     /// `cache_root`. `on_clip(total)` is called once per clip, for progress.
     pub fn load(
         roots: &[PathBuf],
         kind: DatasetKind,
+        features: &FeatureConfig,
         cache_root: &Path,
         on_clip: impl Fn(usize) + Sync,
     ) -> Result<LoadedCorpus, CorpusError> {
@@ -67,10 +72,9 @@ impl LoadedCorpus {
             clips.extend(dataset.clips);
             problems.extend(dataset.problems);
         }
-        let config = FeatureConfig::default();
-        let extractor = FeatureExtractor::new(config.clone()).expect("the default feature configuration is valid");
+        let extractor = FeatureExtractor::new(features.clone())?;
         // The same layout as [`prepare`]: features under <cache root>/features.
-        let cache = FeatureCache::open(cache_root.join("features"), &config)?;
+        let cache = FeatureCache::open(cache_root.join("features"), features)?;
         let total = clips.len();
         let loaded = load_audio(&clips, &extractor, Some(&cache), || on_clip(total));
         let mut kept = Vec::new();
@@ -89,6 +93,7 @@ impl LoadedCorpus {
         }
         Ok(LoadedCorpus {
             clips: kept,
+            features: features.clone(),
             audio,
             sources,
             problems,
@@ -178,11 +183,11 @@ pub struct Prepared {
     pub problems: Vec<Problem>,
 }
 
-/// Computes the default frame features of every clip of `dataset` into the
-/// cache under `cache_root` (what `emofuse train` then reads), on all cores;
-/// `on_clip` once per clip.
+/// Computes the frame features `emofuse train` uses by default (at
+/// [`TRAINING_LEVEL_DBFS`]) of every clip of `dataset` into the cache under
+/// `cache_root`, on all cores; `on_clip` once per clip.
 pub fn prepare(dataset: &Dataset, cache_root: &Path, on_clip: impl Fn() + Sync) -> Result<Prepared, CacheError> {
-    let config = FeatureConfig::default();
+    let config = FeatureConfig::for_training(Some(TRAINING_LEVEL_DBFS));
     let extractor = FeatureExtractor::new(config.clone()).expect("the default feature configuration is valid");
     let cache_dir = cache_root.join("features");
     let cache = FeatureCache::open(&cache_dir, &config)?;

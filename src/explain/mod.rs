@@ -220,7 +220,8 @@ pub fn explain(
     predictor.check_speech(waveform, name)?;
     let example = predictor.example(waveform, name)?;
     let output = predictor.forward(&[&example]);
-    let probabilities = to_vec(softmax(output.logits.clone(), 1));
+    // Calibrated, as `predict` reports them.
+    let probabilities = predictor.calibrated(&to_vec(softmax(output.logits.clone(), 1)));
     let predicted = argmax(&probabilities);
     let class = options.class.unwrap_or(predicted);
     let labels = predictor.labels().to_vec();
@@ -393,7 +394,8 @@ impl Explainer<'_> {
     fn class_column(&self, logits: Tensor<2>, score: Score) -> Vec<f64> {
         let [batch, classes] = logits.dims();
         let values = match score {
-            Score::Probability => to_vec(softmax(logits, 1)),
+            // The calibrated probability: the number the user is shown.
+            Score::Probability => to_vec(softmax(logits.div_scalar(self.predictor.config().temperature), 1)),
             Score::Logit => to_vec(logits),
         };
         (0..batch)

@@ -49,6 +49,11 @@ pub struct FeatureConfig {
     pub top_db: Option<f32>,
     /// Smallest power before taking the logarithm.
     pub amin: f32,
+    /// Scale each clip so that its active speech has this RMS level, in
+    /// dBFS, before the features: the recording level then changes nothing.
+    /// `None` keeps the level as recorded (librosa's features; models
+    /// trained before level normalisation).
+    pub level_dbfs: Option<f32>,
 }
 
 impl Default for FeatureConfig {
@@ -65,11 +70,30 @@ impl Default for FeatureConfig {
             n_mfcc: 40,
             top_db: Some(80.0),
             amin: 1e-10,
+            level_dbfs: None,
         }
     }
 }
 
+/// The active-speech level `emofuse train` brings every clip to, in dBFS
+/// (ITU-T P.56's customary speech level).
+pub const TRAINING_LEVEL_DBFS: f32 = -26.0;
+
+/// Frames count as active when their energy is within this many dB of the
+/// clip's 95th-percentile frame energy: relative, so the same frames are
+/// chosen at any gain, and the silences between words do not lower the level.
+const ACTIVE_RANGE_DB: f64 = 30.0;
+
 impl FeatureConfig {
+    /// The features `emofuse train` uses: librosa's, at the active-speech
+    /// `level_dbfs` (`None`: as recorded).
+    pub fn for_training(level_dbfs: Option<f32>) -> FeatureConfig {
+        FeatureConfig {
+            level_dbfs,
+            ..FeatureConfig::default()
+        }
+    }
+
     /// Rows of [`FrameFeatures`]: the MFCCs, then ZCR, then RMS.
     pub fn n_features(&self) -> usize {
         self.n_mfcc + 2
@@ -109,6 +133,9 @@ impl FeatureConfig {
         let top_db_ok = self.top_db.is_none_or(|t| t.is_finite() && t >= 0.0);
         if !amin_ok || !top_db_ok {
             return bad("amin must be positive and top_db non-negative".into());
+        }
+        if self.level_dbfs.is_some_and(|level| !(-120.0..=0.0).contains(&level)) {
+            return bad(format!("level_dbfs {:?} must be in -120..=0", self.level_dbfs));
         }
         Ok(())
     }
@@ -183,10 +210,19 @@ impl FeatureExtractor {
         &self.config
     }
 
-    /// MFCC + ZCR + RMS of 16 kHz mono `samples` at `sample_rate`.
+    /// MFCC + ZCR + RMS of 16 kHz mono `samples` at `sample_rate` (first
+    /// brought to the configured level).
     pub fn extract(&self, samples: &[f32], sample_rate: u32) -> Result<FrameFeatures, FeatureError> {
-        let log_mel = self.log_mel(samples, sample_rate)?;
         let c = &self.config;
+        let levelled;
+        let samples = match c.level_dbfs {
+            Some(level) => {
+                levelled = at_level(samples, level, c.n_fft, c.hop_length);
+                &levelled[..]
+            }
+            None => samples,
+        };
+        let log_mel = self.log_mel(samples, sample_rate)?;
         let mut data = spectral::mfcc(&log_mel.data, log_mel.n_frames, &self.dct);
         data.extend(spectral::zero_crossing_rate(samples, c.n_fft, c.hop_length, c.center));
         data.extend(spectral::rms(samples, c.n_fft, c.hop_length, c.center));
@@ -226,6 +262,30 @@ impl FeatureExtractor {
             data,
         })
     }
+}
+
+/// `samples` scaled so that their active frames (see [`ACTIVE_RANGE_DB`])
+/// have an RMS of `level_dbfs`; silence (no energy) is returned as it is.
+fn at_level(samples: &[f32], level_dbfs: f32, frame_length: usize, hop_length: usize) -> Vec<f32> {
+    let mut energies: Vec<f64> = spectral::rms(samples, frame_length, hop_length, false)
+        .iter()
+        .map(|&r| f64::from(r) * f64::from(r))
+        .collect();
+    if energies.is_empty() {
+        // Shorter than one frame: the whole clip is the frame.
+        energies.push(samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / samples.len().max(1) as f64);
+    }
+    let mut sorted = energies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let loud = sorted[(sorted.len() - 1) * 95 / 100];
+    let threshold = loud * 10f64.powf(-ACTIVE_RANGE_DB / 10.0);
+    let active: Vec<f64> = energies.into_iter().filter(|&e| e >= threshold).collect();
+    let level = (active.iter().sum::<f64>() / active.len() as f64).sqrt();
+    if level.is_nan() || level <= 0.0 {
+        return samples.to_vec();
+    }
+    let gain = (10f64.powf(f64::from(level_dbfs) / 20.0) / level) as f32;
+    samples.iter().map(|s| s * gain).collect()
 }
 
 /// One file's frame features (or log-mel spectrogram) with the names of
@@ -447,6 +507,42 @@ impl FeatureStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levelled_features_do_not_depend_on_the_gain() {
+        // A word-like burst between silences, with a quiet hiss throughout.
+        let samples: Vec<f32> = (0..24_000)
+            .map(|i| {
+                let t = i as f32 / 16_000.0;
+                let word = if (0.4..1.1).contains(&t) {
+                    0.3 * (2.0 * std::f32::consts::PI * 220.0 * t).sin()
+                } else {
+                    0.0
+                };
+                word + 1e-3 * ((i * 7919 % 1000) as f32 / 500.0 - 1.0)
+            })
+            .collect();
+        let levelled = FeatureExtractor::new(FeatureConfig::for_training(Some(TRAINING_LEVEL_DBFS))).unwrap();
+        let reference = levelled.extract(&samples, 16_000).unwrap();
+        let as_recorded = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+        for gain_db in [-30.0f32, -6.0, 6.0] {
+            let gain = 10f32.powf(gain_db / 20.0);
+            let scaled: Vec<f32> = samples.iter().map(|s| s * gain).collect();
+            let features = levelled.extract(&scaled, 16_000).unwrap();
+            let worst = reference
+                .data
+                .iter()
+                .zip(&features.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-3, "{gain_db} dB: features moved by {worst}");
+            // Without levelling the energy rows move (the reason for the option).
+            let raw = as_recorded.extract(&scaled, 16_000).unwrap();
+            let rms_row = raw.row(raw.n_features - 1);
+            let reference_rms = as_recorded.extract(&samples, 16_000).unwrap();
+            assert!((rms_row[20] / reference_rms.row(raw.n_features - 1)[20] - gain).abs() < 1e-3);
+        }
+    }
 
     #[test]
     fn bad_configs_are_refused() {

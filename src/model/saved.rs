@@ -36,6 +36,10 @@ pub struct ModelConfig {
     pub feature_stats: Option<FeatureStats>,
     /// Class names, in the order of the model's outputs.
     pub labels: Vec<String>,
+    /// Softmax temperature fitted on the validation speakers after
+    /// training (calibrated confidence); 1 when there were none.
+    #[serde(default = "uncalibrated")]
+    pub temperature: f32,
     /// Mean pooled embedding of each stream over the training clips: the
     /// "absent" stream of stream-level SHAP.
     pub embedding_means: EmbeddingMeans,
@@ -95,6 +99,10 @@ pub enum ModelDirError {
     NoFold { path: PathBuf, fold: usize },
 }
 
+fn uncalibrated() -> f32 {
+    1.0
+}
+
 impl ModelConfig {
     pub fn read(dir: &Path) -> Result<ModelConfig, ModelDirError> {
         let path = dir.join(CONFIG_FILE);
@@ -130,6 +138,9 @@ impl ModelConfig {
         let model = &self.model;
         let spectral = &model.spectral;
         self.features.validate().map_err(|e| e.to_string())?;
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(format!("temperature {}: want a positive number", self.temperature));
+        }
         if spectral.channels.is_empty() || spectral.channels.contains(&0) {
             return Err(format!(
                 "spectral channels {:?}: want at least one block, each wider than 0",
