@@ -181,3 +181,37 @@ fn feature_cache_survives_kills_during_prepare() {
     );
 }
 
+/// Issue 20, level invariance: every gain from −30 to +6 dB (1 dB steps, the
+/// decoded samples scaled without clamping) leaves the built-in model's
+/// probabilities within 0.02 and its label unchanged on the example clips.
+#[test]
+fn the_builtin_model_does_not_care_how_loud_the_microphone_was() {
+    let predictor = emofuse::infer::Predictor::builtin(&burn::tensor::Device::flex()).unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ravdess-mini");
+    let mut clips: Vec<_> = ["Actor_01", "Actor_02"]
+        .iter()
+        .flat_map(|actor| std::fs::read_dir(examples.join(actor)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    clips.sort();
+    assert_eq!(clips.len(), 4);
+    for path in &clips {
+        let clip = audio::load(path).unwrap();
+        let reference = predictor.predict(&clip, "reference").unwrap();
+        for gain_db in -30..=6 {
+            let gain = 10f32.powf(gain_db as f32 / 20.0);
+            let scaled = audio::Waveform {
+                samples: clip.samples.iter().map(|s| s * gain).collect(),
+                sample_rate: clip.sample_rate,
+            };
+            let prediction = predictor.predict(&scaled, "scaled").unwrap();
+            let moved = max_abs_error(&prediction.probabilities, &reference.probabilities);
+            assert!(
+                moved <= 0.02,
+                "{} at {gain_db} dB: probabilities moved by {moved}",
+                path.display()
+            );
+            assert_eq!(prediction.label, reference.label, "{} at {gain_db} dB", path.display());
+        }
+    }
+}

@@ -353,7 +353,11 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
             distillation: None,
         },
         half: options.half,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        // `emofuse`, not the path it was run from: provenance names no local folder.
+        command: std::iter::once("emofuse".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         cache_dir: cache_root(options.cache_dir.as_deref()),
         teacher: teacher(options)?,
     })
