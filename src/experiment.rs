@@ -333,6 +333,11 @@ impl SplitRun<'_> {
             let (probabilities, truth) = run_model(&validation.examples);
             eval::fit_temperature(&probabilities, &truth, n_classes)
         });
+        if temperature.is_none() {
+            on_event(Event::Warning(
+                "no validation clips to calibrate on: the model's confidence is its raw softmax (temperature 1)".into(),
+            ));
+        }
         let model_config = self.model_config(&training, &plan, &outcome, means, temperature.unwrap_or(1.0));
         saved::save(self.out_dir, &model_config, &outcome.model, self.config.half)?;
 

@@ -10,9 +10,8 @@
 //! spectrum the features already compute.
 //!
 //! The thresholds pass all 5,363 clips of RAVDESS, TESS, EmoDB and EMOVO
-//! (the least speech in any is 1.07 s) and the example clips turned down by
-//! 30 dB (RMS −76 to −51 dBFS; 1.03 s or more each), and refuse dithered
-//! silence at −90 dBFS peak (RESULTS.md, speech presence).
+//! and the example clips turned down by 30 dB (RMS −76 to −51 dBFS), and
+//! refuse dithered silence at −90 dBFS peak (tests; RESULTS.md, speech presence).
 
 use super::spectrum::{BLOCK, PowerSpectrum};
 
