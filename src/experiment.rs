@@ -979,25 +979,44 @@ impl std::fmt::Display for CvSummary {
 }
 
 impl CvSummary {
-    /// `summary.csv`: a row per scored fold, then the mean and std rows.
+    /// `summary.csv`: a row per scored fold (its ECE at the fitted and the raw
+    /// softmax, the temperature, the split), then the mean (ECE pooled over
+    /// the folds' test clips) and std rows.
     pub fn csv(&self) -> String {
-        let mut csv = String::from("fold,ua,wa,macro_f1,best_epoch,train_seconds\n");
+        let mut csv = String::from("fold,ua,wa,macro_f1,best_epoch,train_seconds,ece,ece_raw,temperature,split\n");
         for (i, fold) in self.folds.iter().enumerate() {
             if let Some(test) = &fold.test {
+                let (ece, ece_raw) = fold
+                    .test_reliability
+                    .as_ref()
+                    .map_or((String::new(), String::new()), |r| {
+                        (
+                            format!("{:.4}", r.calibrated.ece()),
+                            format!("{:.4}", r.uncalibrated.ece()),
+                        )
+                    });
                 csv += &format!(
-                    "{},{:.4},{:.4},{:.4},{},{:.1}\n",
+                    "{},{:.4},{:.4},{:.4},{},{:.1},{ece},{ece_raw},{},\"{}\"\n",
                     i + 1,
                     test.ua,
                     test.wa,
                     test.macro_f1,
                     fold.best_epoch,
-                    fold.train_seconds
+                    fold.train_seconds,
+                    fold.temperature.map_or(String::new(), |t| format!("{t:.3}")),
+                    fold.split.replace('"', "\"\"")
                 );
             }
         }
         let s = &self.summary;
-        csv += &format!("mean,{:.4},{:.4},{:.4},,\n", s.ua.mean, s.wa.mean, s.macro_f1.mean);
-        csv += &format!("std,{:.4},{:.4},{:.4},,\n", s.ua.std, s.wa.std, s.macro_f1.std);
+        let (ece, ece_raw) = self.ece.map_or((String::new(), String::new()), |e| {
+            (format!("{:.4}", e.calibrated), format!("{:.4}", e.uncalibrated))
+        });
+        csv += &format!(
+            "mean,{:.4},{:.4},{:.4},,,{ece},{ece_raw},,pooled ECE\n",
+            s.ua.mean, s.wa.mean, s.macro_f1.mean
+        );
+        csv += &format!("std,{:.4},{:.4},{:.4},,,,,,\n", s.ua.std, s.wa.std, s.macro_f1.std);
         csv
     }
 }

@@ -516,4 +516,8 @@ fn leave_one_corpus_out_tests_each_corpus_on_the_shared_labels() {
     // Trained on RAVDESS; tested on EmoDB, whose anger it never heard.
     assert_eq!(folds[1]["labels"], serde_json::json!(["neutral", "happy", "sad"]));
     assert_eq!(folds[1]["test"]["clips"], 8);
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let row = csv.lines().nth(2).unwrap();
+    assert!(row.ends_with(",\"leave-one-corpus-out fold 2 (emodb)\""), "{csv}");
+    assert!(stderr.contains("no validation clips to calibrate on"), "{stderr}");
 }
