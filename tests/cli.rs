@@ -372,7 +372,7 @@ fn predict_answers_a_quiet_voice_and_refuses_near_silence() {
     let mut voice = Vec::new();
     for actor in ["Actor_01", "Actor_02"] {
         for entry in std::fs::read_dir(examples.join(actor)).unwrap() {
-            let clip = emofuse::audio::load(&entry.unwrap().path()).unwrap();
+            let clip = emofuse::audio::load(entry.unwrap().path()).unwrap();
             let quiet: Vec<f32> = clip.samples.iter().map(|s| s * 10f32.powf(-30.0 / 20.0)).collect();
             let path = float_wav(&format!("quiet-{}.wav", voice.len()), &quiet);
             voice.push(path);

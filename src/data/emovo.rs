@@ -41,10 +41,10 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
     if !known_sentence {
         return Err(format!("unknown EMOVO sentence '{sentence}'"));
     }
-    if let Some(folder) = parent_name(path).filter(|folder| ACTORS.contains(folder)) {
-        if folder != actor {
-            return Err(format!("file says actor '{actor}' but its folder is '{folder}'"));
-        }
+    if let Some(folder) = parent_name(path).filter(|folder| ACTORS.contains(folder))
+        && folder != actor
+    {
+        return Err(format!("file says actor '{actor}' but its folder is '{folder}'"));
     }
     Ok(Clip::new(
         path,

@@ -13,7 +13,7 @@
 //! and the example clips turned down by 30 dB (RMS −76 to −51 dBFS), and
 //! refuse dithered silence at −90 dBFS peak (tests; RESULTS.md, speech presence).
 
-use super::spectrum::{BLOCK, PowerSpectrum};
+use super::spectrum::PowerSpectrum;
 
 /// Frames quieter than this (RMS, dBFS) are not speech.
 pub const SPEECH_FLOOR_DBFS: f32 = -80.0;
@@ -39,8 +39,7 @@ pub fn speech_seconds(samples: &[f32], sample_rate: u32) -> f64 {
     let n_bins = stft.n_bins();
     let mut speech_frames = 0usize;
     stft.power_blocks(samples, |first, in_block, block| {
-        for lane in 0..in_block.min(BLOCK) {
-            let start = (first + lane) * hop;
+        for (lane, start) in (first..first + in_block).map(|t| t * hop).enumerate() {
             let frame_samples = &samples[start..start + frame];
             let power = frame_samples.iter().map(|s| s * s).sum::<f32>() / frame as f32;
             if power <= floor {
