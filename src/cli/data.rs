@@ -37,7 +37,7 @@ pub struct FoldsArgs {
     /// Seed of the speaker shuffle (`kfold`); the same seed gives the same folds everywhere.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Reproduce EmoBox's file-level TESS/CREMA-D splits, which share speakers between train and test.
+    /// Reproduce EmoBox's file-level TESS, CREMA-D and EmoDB splits, which share speakers between train and test.
     #[arg(long)]
     allow_speaker_overlap: bool,
 }

@@ -121,7 +121,7 @@ pub struct TrainOptions {
     /// Seed of splits, initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Permit EmoBox's TESS and CREMA-D folds, in which every speaker is in
+    /// Permit EmoBox's TESS, CREMA-D and EmoDB folds, in which every speaker is in
     /// both train and test (results are then speaker-dependent).
     #[arg(long)]
     allow_speaker_overlap: bool,

@@ -74,7 +74,7 @@ pub enum Protocol {
 /// A protocol as the user names it (its parameters given apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProtocolName {
-    /// EmoBox's published folds (RAVDESS, SAVEE; TESS and CREMA-D need speaker overlap allowed).
+    /// EmoBox's published folds (RAVDESS, SAVEE, EMOVO; TESS, CREMA-D and EmoDB need speaker overlap allowed).
     Emobox,
     /// k folds of whole speakers, shuffled by the seed.
     Kfold,
@@ -184,7 +184,7 @@ pub enum FoldError {
 pub struct FoldOptions {
     pub protocol: Protocol,
     pub seed: u64,
-    /// Permits EmoBox's speaker-dependent TESS and CREMA-D splits; the leak
+    /// Permits EmoBox's speaker-dependent TESS, CREMA-D and EmoDB splits; the leak
     /// check then only checks that no clip is on both sides.
     pub allow_speaker_overlap: bool,
 }
