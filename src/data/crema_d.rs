@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{Clip, Corpus, Emotion, file_stem};
+use super::{Clip, Corpus, Emotion, file_stem, look_up};
 
 /// CREMA-D emotion codes.
 const EMOTIONS: [(&str, Emotion); 6] = [
@@ -38,11 +38,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
     if !INTENSITIES.contains(&intensity) {
         return Err(format!("unknown CREMA-D intensity '{intensity}'"));
     }
-    let emotion = EMOTIONS
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|&(_, e)| e)
-        .ok_or_else(|| format!("unknown CREMA-D emotion code '{code}'"))?;
+    let emotion = look_up(&EMOTIONS, &code).ok_or_else(|| format!("unknown CREMA-D emotion code '{code}'"))?;
     Ok(Clip::new(
         path,
         Corpus::CremaD,

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{Clip, Corpus, file_stem};
+use super::{Clip, Corpus, file_stem, look_up};
 
 /// EmoDB emotion letters and their labels.
 const EMOTIONS: [(u8, &str); 7] = [
@@ -40,11 +40,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
         return Err(format!("unknown EmoDB speaker {speaker}"));
     }
     let native = &stem[5..6];
-    let label = EMOTIONS
-        .iter()
-        .find(|(letter, _)| *letter == bytes[5])
-        .map(|&(_, label)| label)
-        .ok_or_else(|| format!("unknown EmoDB emotion letter '{native}'"))?;
+    let label = look_up(&EMOTIONS, &bytes[5]).ok_or_else(|| format!("unknown EmoDB emotion letter '{native}'"))?;
     Ok(Clip::new(
         path,
         Corpus::Emodb,

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{Clip, Corpus, Emotion, file_stem, parent_name};
+use super::{Clip, Corpus, Emotion, file_stem, look_up, parent_name};
 
 /// EMOVO emotion codes.
 const EMOTIONS: [(&str, Emotion); 7] = [
@@ -27,11 +27,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
     let [code, actor, sentence] = stem.split('-').collect::<Vec<_>>()[..] else {
         return Err("not an EMOVO name (want <emotion>-<actor>-<sentence>)".into());
     };
-    let emotion = EMOTIONS
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|&(_, e)| e)
-        .ok_or_else(|| format!("unknown EMOVO emotion '{code}'"))?;
+    let emotion = look_up(&EMOTIONS, &code).ok_or_else(|| format!("unknown EMOVO emotion '{code}'"))?;
     if !ACTORS.contains(&actor) {
         return Err(format!("unknown EMOVO actor '{actor}'"));
     }

@@ -340,6 +340,11 @@ fn joined<K>(counts: &std::collections::BTreeMap<K, usize>, name: impl Fn(&K) ->
         .join(", ")
 }
 
+/// What `key` stands for in a corpus's table of codes.
+fn look_up<K: PartialEq, V: Copy>(table: &[(K, V)], key: &K) -> Option<V> {
+    table.iter().find(|(k, _)| k == key).map(|&(_, value)| value)
+}
+
 /// The file name without its extension, or an error naming the path.
 fn file_stem(path: &Path) -> Result<&str, String> {
     path.file_stem()

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{Clip, Corpus, Emotion, file_stem};
+use super::{Clip, Corpus, Emotion, file_stem, look_up};
 
 /// RAVDESS emotion codes.
 const EMOTIONS: [(&str, Emotion); 8] = [
@@ -33,11 +33,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
     if channel != "01" {
         return Err(format!("RAVDESS vocal channel {channel} is not speech (01)"));
     }
-    let emotion = EMOTIONS
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|&(_, e)| e)
-        .ok_or_else(|| format!("unknown RAVDESS emotion code {code}"))?;
+    let emotion = look_up(&EMOTIONS, &code).ok_or_else(|| format!("unknown RAVDESS emotion code {code}"))?;
     let actor_number: u32 = actor.parse().expect("two ASCII digits parse");
     if !(1..=24).contains(&actor_number) {
         return Err(format!("RAVDESS actor {actor} is outside 01..24"));

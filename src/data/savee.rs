@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{Clip, Corpus, Emotion, file_stem, parent_name};
+use super::{Clip, Corpus, Emotion, file_stem, look_up, parent_name};
 
 /// SAVEE emotion codes.
 const EMOTIONS: [(&str, Emotion); 7] = [
@@ -37,11 +37,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
             "not a SAVEE name: want <emotion code><two digits>, got '{utterance}'"
         ));
     }
-    let emotion = EMOTIONS
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|&(_, e)| e)
-        .ok_or_else(|| format!("unknown SAVEE emotion code '{code}'"))?;
+    let emotion = look_up(&EMOTIONS, &code).ok_or_else(|| format!("unknown SAVEE emotion code '{code}'"))?;
     Ok(Clip::new(
         path,
         Corpus::Savee,

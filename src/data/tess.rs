@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{Clip, Corpus, Emotion, file_stem, parent_name};
+use super::{Clip, Corpus, Emotion, file_stem, look_up, parent_name};
 
 /// TESS emotion names, as the last field of the file name.
 const EMOTIONS: [(&str, Emotion); 7] = [
@@ -30,7 +30,7 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
         return Err("not a TESS name (want <speaker>_<word>_<emotion>)".into());
     }
     let native = fields[fields.len() - 1].to_ascii_lowercase();
-    let emotion = lookup(&native).ok_or_else(|| format!("unknown TESS emotion '{native}'"))?;
+    let emotion = look_up(&EMOTIONS, &native.as_str()).ok_or_else(|| format!("unknown TESS emotion '{native}'"))?;
     let file_speaker = fields[0].to_ascii_uppercase();
     let speaker = match parent_name(path).and_then(|folder| folder.split_once('_')) {
         Some((folder_speaker, folder_emotion)) if is_speaker(folder_speaker) => {
@@ -49,10 +49,6 @@ pub fn parse(path: &Path) -> Result<Clip, String> {
         emotion.as_str(),
         &native,
     ))
-}
-
-fn lookup(native: &str) -> Option<Emotion> {
-    EMOTIONS.iter().find(|(name, _)| *name == native).map(|&(_, e)| e)
 }
 
 fn is_speaker(name: &str) -> bool {
