@@ -412,10 +412,13 @@ impl std::str::FromStr for LevelArg {
         if text == "off" {
             return Ok(LevelArg(None));
         }
-        match text.parse::<f32>() {
-            Ok(level) if (-120.0..=0.0).contains(&level) => Ok(LevelArg(Some(level))),
-            _ => Err(format!("{text:?}: want a level in dBFS from -120 to 0, or off")),
-        }
+        let level = text
+            .parse::<f32>()
+            .map_err(|e| format!("{text:?}: {e} (want a level in dBFS, or off)"))?;
+        FeatureConfig::for_training(Some(level))
+            .validate()
+            .map_err(|e| e.to_string())?;
+        Ok(LevelArg(Some(level)))
     }
 }
 

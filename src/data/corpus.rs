@@ -119,29 +119,25 @@ impl LoadedCorpus {
     /// as neutral, and clips whose label no other corpus has are left out.
     pub fn use_shared_labels(&mut self) -> SharedLabels {
         let mut report = SharedLabels::default();
-        let mut keep = Vec::with_capacity(self.clips.len());
-        for clip in &mut self.clips {
-            match super::shared_label(&clip.label) {
-                Some(shared) => {
-                    if shared != clip.label {
-                        *report
-                            .relabelled
-                            .entry(format!("{} → {shared}", clip.label))
-                            .or_insert(0) += 1;
-                        clip.label = shared.to_owned();
-                    }
-                    keep.push(true);
+        let pairs = std::mem::take(&mut self.clips)
+            .into_iter()
+            .zip(std::mem::take(&mut self.audio));
+        (self.clips, self.audio) = pairs
+            .filter_map(|(mut clip, audio)| {
+                let Some(shared) = super::shared_label(&clip.label) else {
+                    *report.left_out.entry(clip.label).or_insert(0) += 1;
+                    return None;
+                };
+                if shared != clip.label {
+                    *report
+                        .relabelled
+                        .entry(format!("{} → {shared}", clip.label))
+                        .or_insert(0) += 1;
+                    clip.label = shared.to_owned();
                 }
-                None => {
-                    *report.left_out.entry(clip.label.clone()).or_insert(0) += 1;
-                    keep.push(false);
-                }
-            }
-        }
-        let mut kept = keep.iter();
-        self.clips.retain(|_| *kept.next().expect("one flag per clip"));
-        let mut kept = keep.iter();
-        self.audio.retain(|_| *kept.next().expect("one flag per clip"));
+                Some((clip, audio))
+            })
+            .unzip();
         report
     }
 }
@@ -188,7 +184,7 @@ pub struct Prepared {
 /// `cache_root`, on all cores; `on_clip` once per clip.
 pub fn prepare(dataset: &Dataset, cache_root: &Path, on_clip: impl Fn() + Sync) -> Result<Prepared, CacheError> {
     let config = FeatureConfig::for_training(Some(TRAINING_LEVEL_DBFS));
-    let extractor = FeatureExtractor::new(config.clone()).expect("the default feature configuration is valid");
+    let extractor = FeatureExtractor::new(config.clone()).expect("the training feature configuration is valid");
     let cache_dir = cache_root.join("features");
     let cache = FeatureCache::open(&cache_dir, &config)?;
     let paths: Vec<PathBuf> = dataset.clips.iter().map(|clip| clip.path.clone()).collect();

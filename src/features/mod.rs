@@ -134,8 +134,10 @@ impl FeatureConfig {
         if !amin_ok || !top_db_ok {
             return bad("amin must be positive and top_db non-negative".into());
         }
-        if self.level_dbfs.is_some_and(|level| !(-120.0..=0.0).contains(&level)) {
-            return bad(format!("level_dbfs {:?} must be in -120..=0", self.level_dbfs));
+        if let Some(level) = self.level_dbfs
+            && !(-120.0..=0.0).contains(&level)
+        {
+            return bad(format!("level_dbfs {level} dBFS must be in -120..=0"));
         }
         Ok(())
     }
