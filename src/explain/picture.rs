@@ -1,7 +1,10 @@
 //! One PNG per explanation, read top-down: the waveform, the log-mel
 //! spectrogram, each stream's Score-CAM saliency and attentive-pooling α over
-//! time, the time-segment SHAP, then bar charts of the stream SHAP, the
-//! feature-group SHAP and the class probabilities.
+//! time, the time-segment SHAP, then bar charts of the stream SHAP (models
+//! with two streams), the feature-group SHAP (models with a spectral
+//! stream) and the class probabilities. Every SHAP panel colours by sign the
+//! same way (green raises the explained class's probability, red lowers it);
+//! the streams have their own colours, used only for their lines.
 
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
@@ -12,10 +15,13 @@ use crate::features::LogMel;
 use crate::plot::{self, FONT_NAME};
 
 const WIDTH: u32 = 1400;
-const SPECTRAL_COLOUR: RGBColor = RGBColor(214, 39, 40);
+const SPECTRAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
 const TEMPORAL_COLOUR: RGBColor = RGBColor(31, 119, 180);
 const POSITIVE: RGBColor = RGBColor(44, 160, 44);
 const NEGATIVE: RGBColor = RGBColor(214, 39, 40);
+const PREDICTED: RGBColor = RGBColor(60, 70, 90);
+/// Dynamic range of the spectrogram's colours, below its loudest cell.
+const SPECTROGRAM_RANGE_DB: f32 = 80.0;
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
@@ -24,7 +30,7 @@ pub fn render(explanation: &Explanation, samples: &[f32], log_mel: &LogMel) -> R
     plot::png_bytes((WIDTH, 1240), |root| {
         let err = |e: &dyn std::fmt::Display| e.to_string();
         let (title, rest) = root.split_vertically(50);
-        let explained = if explanation.explained == explanation.predicted {
+        let explained_note = if explanation.explained == explanation.predicted {
             String::new()
         } else {
             format!(" · explaining: {}", explanation.explained)
@@ -32,7 +38,7 @@ pub fn render(explanation: &Explanation, samples: &[f32], log_mel: &LogMel) -> R
         title
             .draw_text(
                 &format!(
-                    "{} — predicted: {} ({:.0} %){explained}",
+                    "{} — predicted: {} ({:.0} %){explained_note}",
                     std::path::Path::new(&explanation.file)
                         .file_name()
                         .map_or(explanation.file.clone(), |n| n.to_string_lossy().into_owned()),
@@ -52,32 +58,21 @@ pub fn render(explanation: &Explanation, samples: &[f32], log_mel: &LogMel) -> R
         spectrogram(&mel, log_mel, duration)?;
         saliency_lines(&saliency, explanation)?;
         segment_bars(&segments, explanation)?;
-        let columns = bars.split_evenly((1, 3));
-        bar_chart(
-            &columns[0],
-            "Stream SHAP (Δ probability)",
-            &explanation.streams,
-            Some(&|name: &str| {
-                if name == "spectral" {
-                    SPECTRAL_COLOUR
-                } else {
-                    TEMPORAL_COLOUR
-                }
-            }),
-        )?;
-        match &explanation.feature_groups {
-            Some(groups) => bar_chart(&columns[1], "Feature-group SHAP (spectral)", groups, None)?,
-            None => {
-                columns[1]
-                    .draw_text(
-                        "no spectral stream: no feature groups",
-                        &(FONT_NAME, 16).into_font().color(&BLACK),
-                        (30, 100),
-                    )
-                    .map_err(|e| err(&e))?;
-            }
+        // One panel per thing the model has: streams to compare, feature groups, and always the classes.
+        let explained = &explanation.explained;
+        let streams = (explanation.streams.players.len() > 1).then_some(&explanation.streams);
+        let panels = usize::from(streams.is_some()) + usize::from(explanation.feature_groups.is_some()) + 1;
+        let columns = bars.split_evenly((1, panels));
+        let mut column = columns.iter();
+        if let Some(streams) = streams {
+            let title = format!("Stream SHAP: Δ P({explained}) vs training-mean stream");
+            bar_chart(column.next().expect("a column per panel"), &title, streams)?;
         }
-        probabilities(&columns[2], explanation)?;
+        if let Some(groups) = &explanation.feature_groups {
+            let title = format!("Feature-group SHAP: Δ P({explained}) vs training mean");
+            bar_chart(column.next().expect("a column per panel"), &title, groups)?;
+        }
+        probabilities(column.next().expect("a column per panel"), explanation)?;
         Ok(())
     })
 }
@@ -110,7 +105,8 @@ fn waveform(area: &Area, samples: &[f32], duration: f64) -> Result<(), String> {
 fn spectrogram(area: &Area, log_mel: &LogMel, duration: f64) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let (n_mels, n_frames) = (log_mel.n_mels, log_mel.n_frames);
-    let mut chart = time_chart(area, "Log-mel spectrogram (dB)", duration, 0.0..n_mels as f64)?;
+    let (plot_area, scale_area) = area.split_horizontally(area.dim_in_pixel().0 - 110);
+    let mut chart = time_chart(&plot_area, "Log-mel spectrogram", duration, 0.0..n_mels as f64)?;
     let axis = TimeAxis {
         y_desc: "mel band",
         y_labels: 10,
@@ -119,11 +115,11 @@ fn spectrogram(area: &Area, log_mel: &LogMel, duration: f64) -> Result<(), Strin
     };
     axis.draw(&mut chart)?;
     let max = log_mel.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let floor = max - 80.0;
+    let floor = max - SPECTROGRAM_RANGE_DB;
     let frame_s = duration / n_frames.max(1) as f64;
     let cells = (0..n_mels).flat_map(|m| {
         (0..n_frames).map(move |t| {
-            let value = ((log_mel.data[m * n_frames + t] - floor) / 80.0).clamp(0.0, 1.0);
+            let value = ((log_mel.data[m * n_frames + t] - floor) / SPECTROGRAM_RANGE_DB).clamp(0.0, 1.0);
             let (x0, x1) = (t as f64 * frame_s, (t + 1) as f64 * frame_s);
             Rectangle::new(
                 [(x0, m as f64), (x1, (m + 1) as f64)],
@@ -132,6 +128,40 @@ fn spectrogram(area: &Area, log_mel: &LogMel, duration: f64) -> Result<(), Strin
         })
     });
     chart.draw_series(cells).map_err(|e| err(&e))?;
+    colour_bar(&scale_area)
+}
+
+/// The spectrogram's colour scale: dB below the clip's loudest cell.
+fn colour_bar(area: &Area) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let range = f64::from(SPECTROGRAM_RANGE_DB);
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(32)
+        .margin_right(10)
+        .x_label_area_size(30)
+        .y_label_area_size(62)
+        .build_cartesian_2d(0.0..1.0, -range..0.0)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc("dB re max")
+        .y_labels(5)
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((FONT_NAME, 13))
+        .axis_desc_style((FONT_NAME, 13))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let steps = 64;
+    let strips = (0..steps).map(|i| {
+        let (low, high) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
+        Rectangle::new(
+            [(0.0, -range + low * range), (1.0, -range + high * range)],
+            ViridisRGB::get_color(low).filled(),
+        )
+    });
+    chart.draw_series(strips).map_err(|e| err(&e))?;
     Ok(())
 }
 
@@ -199,7 +229,7 @@ fn segment_bars(area: &Area, explanation: &Explanation) -> Result<(), String> {
     let axis = TimeAxis {
         y_desc: "Δ probability",
         y_labels: 5,
-        y_format: &|v| format!("{v:+.2}"),
+        y_format: &|v| signed(*v),
         y_grid: true,
     };
     axis.draw(&mut chart)?;
@@ -213,28 +243,29 @@ fn segment_bars(area: &Area, explanation: &Explanation) -> Result<(), String> {
     Ok(())
 }
 
-fn bar_chart(
-    area: &Area,
-    title: &str,
-    attribution: &Attribution,
-    colour_of: Option<&dyn Fn(&str) -> RGBColor>,
-) -> Result<(), String> {
+/// Shapley values as bars, green where they raise the explained class's probability.
+fn bar_chart(area: &Area, title: &str, attribution: &Attribution) -> Result<(), String> {
     let values = &attribution.shapley.values;
-    let names = &attribution.players;
     let extent = values.iter().fold(1e-6f64, |m, v| m.max(v.abs())) * 1.2;
     bars(
         area,
         title,
-        names,
+        &attribution.players,
         values,
         -extent..extent,
-        &|v| format!("{v:+.2}"),
-        &|i, v| match colour_of {
-            Some(colour_of) => colour_of(&names[i]),
-            None if v >= 0.0 => POSITIVE,
-            None => NEGATIVE,
-        },
+        &|v| signed(*v),
+        &|_, v| if v >= 0.0 { POSITIVE } else { NEGATIVE },
     )
+}
+
+/// `v` with its sign and two decimals; a value that rounds to zero is "0"
+/// (never "-0.00").
+fn signed(v: f64) -> String {
+    if (v * 100.0).round() == 0.0 {
+        "0".to_owned()
+    } else {
+        format!("{v:+.2}")
+    }
 }
 
 fn probabilities(area: &Area, explanation: &Explanation) -> Result<(), String> {
@@ -249,7 +280,7 @@ fn probabilities(area: &Area, explanation: &Explanation) -> Result<(), String> {
         &|v| format!("{:.0} %", 100.0 * v),
         &|i, _| {
             if labels[i] == explanation.predicted {
-                TEMPORAL_COLOUR
+                PREDICTED
             } else {
                 RGBColor(160, 160, 160)
             }
@@ -325,6 +356,10 @@ fn bars(
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..n as f64, y)
         .map_err(|e| err(&e))?;
+    // A zero line: up and down are read from it.
+    chart
+        .draw_series(std::iter::once(PathElement::new(vec![(0.0, 0.0), (n as f64, 0.0)], BLACK)))
+        .map_err(|e| err(&e))?;
     let label = |v: &f64| category_label(names, *v);
     chart
         .configure_mesh()
@@ -350,5 +385,18 @@ fn category_label(names: &[String], v: f64) -> String {
         names.get(v.floor() as usize).cloned().unwrap_or_default()
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signed;
+
+    #[test]
+    fn ticks_that_round_to_zero_read_zero_without_a_sign() {
+        assert_eq!(signed(-0.001), "0");
+        assert_eq!(signed(0.004), "0");
+        assert_eq!(signed(-0.25), "-0.25");
+        assert_eq!(signed(0.5), "+0.50");
     }
 }
