@@ -21,9 +21,11 @@ use crate::eval::{self, FoldSummary, Metrics, Reliability, argmax_rows};
 use crate::features::cache::FeatureCache;
 use crate::features::{FeatureConfig, FeatureStats, FrameFeatures};
 use crate::infer::{self, Predictor};
-use crate::model::fusion::{EmotionModel, EmotionModelConfig};
+use crate::model::fusion::{EmotionModel, EmotionModelConfig, ModelKind};
 use crate::model::input::{self, Example, ExampleBuilder, HiddenStates, TemporalSource};
-use crate::model::saved::{self, EmbeddingMeans, ModelConfig, ModelDirError, ModelFolder, Provenance, SplitFile};
+use crate::model::saved::{
+    self, CrossValidation, EmbeddingMeans, ModelConfig, ModelDirError, ModelFolder, Provenance, SplitFile,
+};
 use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone};
 use crate::model::wav2vec2::{self, Wav2Vec2};
 use crate::noise::NoiseBank;
@@ -124,6 +126,8 @@ pub struct ExperimentConfig {
     pub cache_dir: PathBuf,
     /// A model to distil from.
     pub teacher: Option<Teacher>,
+    /// Earlier cross-validations of this recipe, recorded in the model's provenance.
+    pub cross_validation: Vec<CrossValidation>,
 }
 
 /// The teacher of knowledge distillation: one model, or a `cv` folder whose
@@ -225,6 +229,8 @@ pub enum ExperimentError {
     Teacher { dir: PathBuf, problem: String },
     #[error("interrupted: the checkpoint is saved")]
     Interrupted,
+    #[error("{}: not a cv summary.json: {problem}", path.display())]
+    CvSummary { path: PathBuf, problem: String },
 }
 
 /// One split trained and tested, in its own folder.
@@ -403,6 +409,7 @@ impl SplitRun<'_> {
                 best_epoch: outcome.best_epoch,
                 best_validation_ua: outcome.best_validation_ua,
                 seconds: outcome.logs.iter().map(|log| log.seconds).sum(),
+                cross_validation: self.config.cross_validation.clone(),
             }),
         }
     }
@@ -827,7 +834,7 @@ pub struct CvSummary {
 }
 
 /// ECE of the pooled test clips at the raw softmax and at each fold's fitted temperature.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PooledEce {
     pub uncalibrated: f64,
     pub calibrated: f64,
@@ -952,6 +959,43 @@ pub fn cross_validate(
     write_json(&plan.out_dir.join("summary.json"), &summary)?;
     persist::write_file(&plan.out_dir.join("summary.csv"), summary.csv().as_bytes())?;
     Ok(summary)
+}
+
+/// The parts of a `summary.json` a model's provenance keeps.
+#[derive(Deserialize)]
+struct SavedCvSummary {
+    protocol: String,
+    model: String,
+    data: Vec<String>,
+    summary: FoldSummary,
+    ece: Option<PooledEce>,
+}
+
+/// The cross-validation in `path` (a `cv` run's `summary.json`), to be
+/// recorded with a model of kind `model` trained by the same recipe; one of
+/// another kind of model is refused.
+pub fn read_cross_validation(path: &Path, model: ModelKind) -> Result<CrossValidation, ExperimentError> {
+    let problem = |problem: String| ExperimentError::CvSummary {
+        path: path.to_owned(),
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| problem(e.to_string()))?;
+    let saved: SavedCvSummary = serde_json::from_slice(&bytes).map_err(|e| problem(e.to_string()))?;
+    if saved.model != model.as_str() {
+        return Err(problem(format!(
+            "it cross-validated a {} model, this one is {}",
+            saved.model,
+            model.as_str()
+        )));
+    }
+    Ok(CrossValidation {
+        protocol: saved.protocol,
+        corpora: saved.data.iter().map(|source| saved::without_folder(source)).collect(),
+        folds: saved.summary.folds,
+        ua_mean: saved.summary.ua.mean,
+        ua_std: saved.summary.ua.std,
+        ece: saved.ece.map(|ece| ece.calibrated),
+    })
 }
 
 /// One line: the model, the data and each score's mean ± std over folds.

@@ -520,4 +520,26 @@ fn leave_one_corpus_out_tests_each_corpus_on_the_shared_labels() {
     let row = csv.lines().nth(2).unwrap();
     assert!(row.ends_with(",\"leave-one-corpus-out fold 2 (emodb)\""), "{csv}");
     assert!(stderr.contains("no validation clips to calibrate on"), "{stderr}");
+
+    // A model trained by the same recipe carries this result, without local folders.
+    let model = dir.path().join("model");
+    let mut train = train_args(&manifest, &model, &cache);
+    set_epochs(&mut train, 1);
+    let summary_path = out.join("summary.json");
+    train.extend(["--cv-summary".into(), summary_path.to_str().unwrap().into()]);
+    run_ok(&train);
+    let config: Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    let recorded = &config["training"]["cross_validation"][0];
+    assert_eq!(recorded["protocol"], "leave-one-corpus-out");
+    assert_eq!(recorded["folds"], 2);
+    assert_eq!(recorded["ua_mean"], summary["summary"]["ua"]["mean"]);
+    let corpora = recorded["corpora"].as_array().unwrap();
+    assert!(corpora.iter().all(|c| !c.as_str().unwrap().contains('/')), "{recorded}");
+    // … and a model of another kind refuses it.
+    let at = train.iter().position(|a| a == "spectral").unwrap();
+    train[at] = "fusion-gated".into();
+    let refused = run(&train);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("cross-validated a spectral model"), "{stderr}");
 }

@@ -149,6 +149,10 @@ pub struct TrainArgs {
     /// Without a test fold every clip trains.
     #[command(flatten)]
     fold: FoldArgs,
+    /// A `cv` run's summary.json of the same recipe (repeatable): its
+    /// cross-validated UA is recorded in the model (shown by `serve`'s page).
+    #[arg(long)]
+    cv_summary: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -174,7 +178,12 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
     let options = &args.options;
     let device = options.device.open()?;
     let test_fold = args.fold.test_fold(options.seed, options.allow_speaker_overlap)?;
-    let config = experiment_config(options)?;
+    let mut config = experiment_config(options)?;
+    for summary in &args.cv_summary {
+        config
+            .cross_validation
+            .push(experiment::read_cross_validation(summary, options.model)?);
+    }
     let stop = stop_flag()?;
     let cross_corpus = test_fold.as_ref().is_some_and(TestFold::is_cross_corpus);
     let corpus = load_corpora(options, cross_corpus)?;
@@ -360,6 +369,7 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
             .join(" "),
         cache_dir: cache_root(options.cache_dir.as_deref()),
         teacher: teacher(options)?,
+        cross_validation: Vec::new(),
     })
 }
 

@@ -74,6 +74,42 @@ pub struct Provenance {
     pub best_epoch: usize,
     pub best_validation_ua: Option<f64>,
     pub seconds: f64,
+    /// Cross-validations of the same recipe (`train --cv-summary`): what to
+    /// expect on speakers or corpora the model never heard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cross_validation: Vec<CrossValidation>,
+}
+
+impl Provenance {
+    /// The corpora it was trained on, without the local folders they were read from.
+    pub fn corpora(&self) -> Vec<String> {
+        self.data.iter().map(|source| without_folder(source)).collect()
+    }
+}
+
+/// `"<folder> (<corpus>, <n> clips)"`, as corpus sources are recorded → `"<corpus>, <n> clips"`.
+pub fn without_folder(source: &str) -> String {
+    match source.rfind(" (") {
+        Some(at) => source[at + 2..].trim_end_matches(')').to_owned(),
+        None => Path::new(source)
+            .file_name()
+            .map_or_else(|| source.to_owned(), |name| name.to_string_lossy().into_owned()),
+    }
+}
+
+/// One cross-validation's result, as a model carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossValidation {
+    /// Fold protocol (`emobox`, `leave-one-corpus-out`, …).
+    pub protocol: String,
+    /// The corpora, without local folders.
+    pub corpora: Vec<String>,
+    pub folds: usize,
+    /// Unweighted accuracy over the folds' test clips, mean and std over folds (0–1).
+    pub ua_mean: f64,
+    pub ua_std: f64,
+    /// Expected calibration error of the pooled test clips, after calibration.
+    pub ece: Option<f64>,
 }
 
 /// Why a model directory could not be written or read.
