@@ -3,6 +3,7 @@
 //! probabilities. `predict`, `eval`, `explain` and `serve` all go through it,
 //! so every number they report comes from the same code path.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -116,6 +117,15 @@ impl std::fmt::Display for FilePrediction {
     }
 }
 
+/// A prediction with its probabilities keyed by label, as the JSON answers
+/// (`/api/predict`, timeline windows) show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelledPrediction {
+    pub label: String,
+    pub confidence: f32,
+    pub probabilities: BTreeMap<String, f32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimelineWindow {
     pub start_s: f64,
@@ -123,7 +133,7 @@ pub struct TimelineWindow {
     /// Whether the window has enough speech to judge; without, no prediction.
     pub speech: bool,
     #[serde(flatten)]
-    pub prediction: Option<Prediction>,
+    pub prediction: Option<LabelledPrediction>,
 }
 
 impl Predictor {
@@ -290,6 +300,15 @@ impl Predictor {
         }
     }
 
+    /// `prediction` with each probability named by its label.
+    pub fn labelled(&self, prediction: Prediction) -> LabelledPrediction {
+        LabelledPrediction {
+            probabilities: self.config.labels.iter().cloned().zip(prediction.probabilities).collect(),
+            label: prediction.label,
+            confidence: prediction.confidence,
+        }
+    }
+
     /// Predictions of windows of `window_s` seconds every `hop_s` seconds
     /// (the last window ends at the end of the recording); a window with too
     /// little speech has no prediction.
@@ -323,7 +342,8 @@ impl Predictor {
                 start_s: start as f64 / rate,
                 end_s: (start + window).min(n) as f64 / rate,
                 speech: has_speech,
-                prediction: has_speech.then(|| self.prediction(rows.next().expect("a row per spoken window"))),
+                prediction: has_speech
+                    .then(|| self.labelled(self.prediction(rows.next().expect("a row per spoken window")))),
             })
             .collect();
         Ok(Timeline {

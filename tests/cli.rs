@@ -399,6 +399,11 @@ fn predict_answers_a_quiet_voice_and_refuses_near_silence() {
     let report = if report.is_array() { report[0].clone() } else { report };
     let windows = report["timeline"]["windows"].as_array().unwrap();
     assert!(windows[0]["speech"].as_bool().unwrap() && windows[0]["label"].is_string());
+    // Keyed by label, like the prediction of the whole file.
+    let label = windows[0]["label"].as_str().unwrap();
+    let window_probabilities = windows[0]["probabilities"].as_object().unwrap();
+    assert_eq!(window_probabilities.len(), report["labels"].as_array().unwrap().len());
+    assert_eq!(window_probabilities[label], windows[0]["confidence"]);
     let last = windows.last().unwrap();
     assert_eq!(last["speech"], false);
     assert!(last.get("label").is_none(), "{last}");

@@ -78,6 +78,26 @@ async fn predict_answers_as_the_library_does_from_a_form_and_a_raw_body() {
         from_form["timeline"].is_object(),
         "a 3.3 s clip is longer than one 3 s window"
     );
+    let window = &from_form["timeline"]["windows"][0];
+    let label = window["label"].as_str().unwrap();
+    assert_eq!(window["probabilities"][label], window["confidence"], "{window}");
+}
+
+#[tokio::test]
+async fn the_model_is_described_without_local_paths_or_the_command_line() {
+    let app = app(ServeConfig::default());
+    let (status, model) = send(&app, Request::get("/api/model").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(model["name"], "default");
+    assert_eq!(model["calibrated"], true, "the built-in model has a fitted temperature");
+    let training = &model["training"];
+    assert!(training["corpora"][0].as_str().unwrap().starts_with("ravdess, "), "{training}");
+    let cross_validation = &training["cross_validation"][0];
+    assert!(cross_validation["ua_mean"].as_f64().unwrap() > 0.3, "{training}");
+    let text = model.to_string();
+    for leak in ["../", "/tmp", "--out", "emofuse train"] {
+        assert!(!text.contains(leak), "/api/model shows {leak:?}: {text}");
+    }
 }
 
 #[tokio::test]

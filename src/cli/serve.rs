@@ -64,6 +64,10 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         request_timeout,
         max_concurrent: args.max_concurrent.unwrap_or(defaults.max_concurrent).max(1),
         max_queue: args.max_queue,
+        model_name: args.model.as_deref().map_or(defaults.model_name.clone(), |dir| {
+            dir.file_name()
+                .map_or_else(|| dir.display().to_string(), |name| name.to_string_lossy().into_owned())
+        }),
         ..defaults
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

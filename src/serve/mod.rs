@@ -25,7 +25,7 @@ use tower_http::timeout::TimeoutBody;
 
 use crate::audio::{self, AudioError, LoadOptions, Waveform};
 use crate::explain::{self, ExplainError, ExplainOptions, Explanation};
-use crate::infer::{InferError, Predictor, Timeline};
+use crate::infer::{InferError, LabelledPrediction, Predictor, Timeline};
 
 mod openapi;
 
@@ -52,6 +52,8 @@ pub struct ServeConfig {
     /// Timeline windows for audio longer than one window.
     pub window_s: f64,
     pub hop_s: f64,
+    /// What the page calls the model: `default`, or its folder's name.
+    pub model_name: String,
 }
 
 impl Default for ServeConfig {
@@ -65,6 +67,7 @@ impl Default for ServeConfig {
             max_queue: 64,
             window_s: 3.0,
             hop_s: 1.0,
+            model_name: "default".into(),
         }
     }
 }
@@ -154,13 +157,32 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// The model as a user should see it: what it knows, how well it did on
+/// speakers it never heard, and the limits. No local paths and no command
+/// line (they say more about the machine than the model).
 async fn model_info(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let config = state.predictor.config();
+    let training = config.training.as_ref().map(|t| {
+        json!({
+            "corpora": t.corpora(),
+            "train_clips": t.train_clips,
+            "validation_clips": t.validation_clips,
+            "validation": t.validation,
+            "best_validation_ua": t.best_validation_ua,
+            "cross_validation": t.cross_validation,
+            "seed": t.seed,
+            "version": t.version,
+            "commit": t.commit,
+        })
+    });
     Json(json!({
+        "name": state.config.model_name,
         "kind": config.model.kind.as_str(),
         "labels": config.labels,
+        "calibrated": config.temperature != 1.0,
+        "temperature": config.temperature,
         "features": config.features,
-        "training": config.training,
+        "training": training,
         "limits": {
             "max_body_bytes": state.config.max_body_bytes,
             "max_duration_s": state.config.max_duration_s,
@@ -175,10 +197,8 @@ async fn model_info(State(state): State<Arc<AppState>>) -> Json<serde_json::Valu
 /// `POST /api/predict` answer.
 #[derive(Debug, Serialize)]
 pub struct PredictResponse {
-    pub label: String,
-    pub confidence: f32,
-    /// Class name → probability.
-    pub probabilities: serde_json::Map<String, serde_json::Value>,
+    #[serde(flatten)]
+    pub prediction: LabelledPrediction,
     pub duration_s: f64,
     /// Audio longer than one window: a prediction per window.
     pub timeline: Option<Timeline>,
@@ -199,15 +219,8 @@ async fn predict(State(state): State<Arc<AppState>>, request: Request) -> Result
             })
             .transpose()
             .map_err(infer_error)?;
-        let labels = state.predictor.labels();
         Ok(PredictResponse {
-            probabilities: labels
-                .iter()
-                .zip(&prediction.probabilities)
-                .map(|(l, &p)| (l.clone(), json!(p)))
-                .collect(),
-            label: prediction.label,
-            confidence: prediction.confidence,
+            prediction: state.predictor.labelled(prediction),
             duration_s,
             timeline,
         })

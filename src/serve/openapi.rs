@@ -83,7 +83,7 @@ pub fn openapi() -> Value {
                                             "speech": { "type": "boolean" },
                                             "label": { "type": "string" },
                                             "confidence": { "type": "number" },
-                                            "probabilities": { "type": "array", "items": { "type": "number" } }
+                                            "probabilities": { "type": "object", "additionalProperties": { "type": "number" }, "description": "Class name → probability, as at the top level" }
                                         }
                                     }
                                 }
