@@ -1,5 +1,9 @@
-//! The page in headless Chromium (tests/web/e2e.mjs, playwright-core):
-//! upload a real clip and check the emotion shown matches `/api/predict`.
+//! The page in headless Chromium (tests/web/e2e.mjs, playwright-core): the
+//! emotion shown matches `/api/predict`; keyboard-only upload; the same file
+//! twice; an error replaces the old result; a second file chosen during an
+//! explanation wins; a 360 px screen never scrolls sideways; axe-core finds
+//! no serious accessibility problem; recording warns of nothing. It saves
+//! target/web-desktop.png and target/web-phone.png (copied to docs/).
 //! `scripts/test.sh` installs Chromium and the npm package; without them the
 //! test fails on CI and is skipped, saying so, elsewhere.
 
@@ -46,13 +50,16 @@ fn the_page_shows_the_emotion_the_api_predicts() {
         .strip_prefix("emofuse serving on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned();
-    let clip = shared_data().join("ravdess/Audio_Speech_Actors_01-24/Actor_04/03-01-04-01-02-01-04.flac");
-    let screenshot = root.join("target/web-screenshot.png");
+    let ravdess = shared_data().join("ravdess/Audio_Speech_Actors_01-24");
+    let clip = ravdess.join("Actor_04/03-01-04-01-02-01-04.flac");
+    let other_clip = ravdess.join("Actor_01/03-01-06-02-02-01-01.flac");
+    let shots = root.join("target");
     let output = Command::new("node")
         .current_dir(&web)
         .args(["e2e.mjs", &url])
         .arg(&clip)
-        .arg(&screenshot)
+        .arg(&other_clip)
+        .arg(&shots)
         .output()
         .expect("node runs");
     assert!(
@@ -61,5 +68,7 @@ fn the_page_shows_the_emotion_the_api_predicts() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(screenshot.is_file());
+    for shot in ["web-desktop.png", "web-phone.png"] {
+        assert!(shots.join(shot).is_file(), "{shot} not saved");
+    }
 }
