@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
 use crate::audio::{self, AudioError, Waveform};
@@ -14,8 +14,9 @@ use crate::features::{FeatureError, FeatureExtractor, speech};
 use crate::model::fusion::{EmotionModel, EmotionModelConfig, ModelOutput};
 use crate::model::input::{self, Example, ExampleBuilder};
 use crate::model::saved::{self, ModelConfig, ModelDirError};
-use crate::model::temporal::FrozenBackbone;
-use crate::model::wav2vec2::{self, Preprocessor, Wav2Vec2};
+use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone};
+use crate::model::wav2vec2::Preprocessor;
+use crate::model::whisper::WhisperMode;
 
 /// `config.json` and `model.safetensors` of the default model, built into the
 /// binary so that `emofuse predict` works with nothing else installed (how it
@@ -401,12 +402,12 @@ pub fn probabilities(
     probabilities
 }
 
-/// A bare wav2vec 2.0 / HuBERT encoder whose hidden states users take for
-/// their own probes (`emofuse embed`).
+/// A pretrained encoder (wav2vec 2.0 / HuBERT or Whisper) whose hidden
+/// states users take for their own probes (`emofuse embed`).
 pub struct Embedder {
-    model: Wav2Vec2,
-    preprocessor: Preprocessor,
-    device: Device,
+    backbone: FrozenBackbone,
+    /// wav2vec 2.0's input normalisation; Whisper's front end is inside the backbone.
+    preprocessor: Option<Preprocessor>,
 }
 
 /// Which hidden states [`Embedder::embed`] returns.
@@ -430,19 +431,24 @@ pub enum EmbedPool {
 }
 
 impl Embedder {
-    /// The checkpoint folder `dir` on `device`.
-    pub fn load(dir: &Path, device: &Device) -> Result<Embedder, wav2vec2::LoadError> {
-        let (model, preprocessor) = wav2vec2::load(dir, device)?;
+    /// The encoder `name` names (`whisper-base`, or a Hugging Face wav2vec 2.0 /
+    /// HuBERT or Whisper folder) on `device`; a Whisper encoder hears each clip as `mode` says.
+    pub fn load(name: &str, mode: WhisperMode, device: &Device) -> Result<Embedder, BackboneError> {
+        let config = BackboneConfig::from_name(name, false, mode)?;
+        let preprocessor = match &config {
+            BackboneConfig::Wav2vec2 { preprocessor, .. } => Some(preprocessor.clone()),
+            BackboneConfig::Whisper { .. } => None,
+            BackboneConfig::Scratch { .. } => return Err(BackboneError::NotPretrained),
+        };
         Ok(Embedder {
-            model,
+            backbone: FrozenBackbone::load(&config, device)?,
             preprocessor,
-            device: device.clone(),
         })
     }
 
     /// `last`, `all` or a layer number of this encoder.
     pub fn layer(&self, name: &str) -> Result<EmbedLayer, String> {
-        let n_layers = self.model.config.num_hidden_layers;
+        let n_layers = self.backbone.n_layers() - 1;
         match name {
             "last" => Ok(EmbedLayer::Last),
             "all" => Ok(EmbedLayer::All),
@@ -459,12 +465,13 @@ impl Embedder {
     /// hidden]`, `[layers, …]` with [`EmbedLayer::All`], no frame axis with
     /// [`EmbedPool::Mean`]) and values; `None` for a clip too short for one frame.
     pub fn embed(&self, samples: &[f32], layer: EmbedLayer, pool: EmbedPool) -> Option<(Vec<u64>, Vec<f32>)> {
-        let n = samples.len();
-        if self.model.config.n_frames(n) == 0 {
+        if self.backbone.n_frames(samples.len()) == 0 {
             return None;
         }
-        let data = TensorData::new(self.preprocessor.apply(samples), [1, n]);
-        let output = self.model.forward(Tensor::<2>::from_data(data, &self.device), &[n]);
+        let output = match &self.preprocessor {
+            Some(preprocessor) => self.backbone.encode(&[&preprocessor.apply(samples)]),
+            None => self.backbone.encode(&[samples]),
+        };
         let chosen: Vec<Tensor<3>> = match layer {
             EmbedLayer::Last => vec![output.last_hidden_state],
             EmbedLayer::Index(i) => vec![output.hidden_states[i].clone()],

@@ -176,3 +176,50 @@ fn whisper_base_matches_transformers() {
         &golden["trimmed"],
     );
 }
+
+/// `emofuse embed --backbone` on a Whisper folder: every hidden state of the
+/// trimmed clip as transformers computes it, the 30 s mode's last state
+/// averaged over the clip's own frames, and a clip longer than the 30 s
+/// Whisper hears cut to them (not a crash).
+#[test]
+fn embed_takes_a_whisper_backbone() {
+    let index = golden_index("whisper");
+    let hf = golden_dir("whisper").join("hf");
+    let golden = &index["hf"]["ravdess"];
+    let clip = shared_data().join(index["clips"]["ravdess"].as_str().unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let embed = |extra: &[&str], npy: &Path| -> (Vec<u64>, Vec<f32>) {
+        let mut args = vec!["embed", "--backbone", hf.to_str().unwrap(), "--npy", npy.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        crate::util::emofuse_ok(&args);
+        let bytes = std::fs::read(npy).unwrap();
+        let array = npyz::NpyFile::new(&bytes[..]).unwrap();
+        (array.shape().to_vec(), array.into_vec::<f32>().unwrap())
+    };
+
+    let all = out.path().join("all.npy");
+    let (shape, values) = embed(&[clip.to_str().unwrap(), "--layer", "all"], &all);
+    let states = golden["trimmed"]["hidden_states"].as_array().unwrap();
+    let (frames, hidden) = (205, 32);
+    assert_eq!(shape, [states.len() as u64, frames, hidden]);
+    for (layer, entry) in states.iter().enumerate() {
+        let (_, theirs) = read_golden(&hf, entry);
+        let ours = &values[layer * theirs.len()..(layer + 1) * theirs.len()];
+        assert!(max_abs_error(ours, &theirs) <= TOLERANCE, "trimmed layer {layer}");
+    }
+
+    let pooled = out.path().join("pooled.npy");
+    let args = [clip.to_str().unwrap(), "--whisper-mode", "padded30s", "--pool", "mean"];
+    let (shape, values) = embed(&args, &pooled);
+    assert_eq!(shape, [hidden]);
+    let (_, last30) = read_golden(&hf, &golden["mode30"]["last_hidden_state"]);
+    let mean: Vec<f32> = (0..hidden as usize)
+        .map(|d| (0..frames as usize).map(|t| last30[t * hidden as usize + d]).sum::<f32>() / frames as f32)
+        .collect();
+    assert!(max_abs_error(&values, &mean) <= TOLERANCE, "30 s mode, mean of the last state");
+
+    let long = out.path().join("31s.wav");
+    std::fs::write(&long, crate::util::wav16(&crate::util::sine(220.0, 0.3, 16_000, 31 * 16_000), 16_000)).unwrap();
+    let (shape, _) = embed(&[long.to_str().unwrap()], &out.path().join("long.npy"));
+    assert_eq!(shape, [1500, hidden], "the first 30 s: 1500 encoder frames");
+}

@@ -1,4 +1,4 @@
-//! `emofuse embed`: encoder hidden states of audio files, for users' own probes.
+//! `emofuse embed`: pretrained encoders' hidden states of audio files, for users' own probes.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use clap::Args;
 use emofuse::audio;
 use emofuse::data::Problem;
 use emofuse::infer::{EmbedPool, Embedder};
+use emofuse::model::whisper::WhisperMode;
 use emofuse::persist::{self, NpyTarget};
 
 use super::{DeviceArg, report_problems};
@@ -19,9 +20,16 @@ pub struct EmbedArgs {
     /// Audio files (any format emofuse reads; resampled to 16 kHz).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Hugging Face wav2vec 2.0 / HuBERT folder (config.json + model.safetensors or pytorch_model.bin).
-    #[arg(long)]
-    checkpoint: PathBuf,
+    /// The encoder: `whisper-base` (fetched by scripts/get-whisper-base.sh), or
+    /// a folder with a Hugging Face wav2vec 2.0 / HuBERT or Whisper checkpoint
+    /// (config.json + model.safetensors or pytorch_model.bin).
+    #[arg(long, visible_alias = "checkpoint")]
+    backbone: String,
+    /// How much audio a Whisper encoder sees: the clip alone, or padded to 30 s
+    /// as in pre-training (only the clip's frames are returned). Whisper hears
+    /// at most 30 s: a longer clip's first 30 s.
+    #[arg(long, value_enum, default_value_t = WhisperMode::Trimmed)]
+    whisper_mode: WhisperMode,
     /// Which hidden state: `last` (after the final layer norm), a layer number
     /// (0 = input of the first transformer layer, N = output of layer N), or `all`.
     #[arg(long, default_value = "last")]
@@ -39,7 +47,8 @@ pub struct EmbedArgs {
 }
 
 pub fn embed(args: &EmbedArgs) -> Result<ExitCode> {
-    let embedder = Embedder::load(&args.checkpoint, &args.device.open()?).context("cannot load the checkpoint")?;
+    let embedder = Embedder::load(&args.backbone, args.whisper_mode, &args.device.open()?)
+        .with_context(|| format!("cannot load the encoder {}", args.backbone))?;
     let layer = embedder
         .layer(&args.layer)
         .map_err(|e| anyhow::anyhow!("--layer: {e}"))?;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pooling::{AttentivePooling, AttentivePoolingConfig, padding_mask};
 use super::spectral_cnn::StreamOutput;
-use super::wav2vec2::{Preprocessor, Wav2Vec2, Wav2Vec2Config};
+use super::wav2vec2::{Preprocessor, Wav2Vec2, Wav2Vec2Config, Wav2Vec2Output};
 use super::whisper::{WhisperConfig, WhisperEncoder, WhisperMel, WhisperMode};
 
 /// Where the temporal stream's encoder comes from.
@@ -291,12 +291,15 @@ pub enum BackboneError {
     Wav2vec2(#[from] super::wav2vec2::LoadError),
     #[error(transparent)]
     Whisper(#[from] super::whisper::WhisperLoadError),
-    #[error("{}: cannot read: {source}", path.display())]
+    // The io error is the source: `{:#}` prints it after this.
+    #[error("{}: cannot read", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("whisper-base is not installed: {} has no model.safetensors (scripts/get-whisper-base.sh fetches it)", dir.display())]
     NotInstalled { dir: PathBuf },
     #[error("{}: Whisper backbones are frozen and cannot be fine-tuned", path.display())]
     FrozenWhisper { path: PathBuf },
+    #[error("`scratch` is not a pretrained encoder: name whisper-base or a checkpoint folder")]
+    NotPretrained,
 }
 
 impl FrozenBackbone {
@@ -328,11 +331,29 @@ impl FrozenBackbone {
         }
     }
 
-    /// Every hidden state of `clips` (samples as the backbone's
-    /// preprocessor left them) on `device`: `layers + 1` tensors
-    /// `[batch, frames, hidden]`, and the real frames of each clip.
-    pub fn hidden_states(&self, clips: &[&[f32]], device: &Device) -> (Vec<Tensor<3>>, Vec<usize>) {
-        let output = match self {
+    /// Encoder frames for a clip of `n_samples` (0: too short to encode).
+    pub fn n_frames(&self, n_samples: usize) -> usize {
+        match self {
+            FrozenBackbone::Wav2vec2 { encoder, .. } => encoder.config.n_frames(n_samples),
+            // The front end's reflection padding needs a window's worth of samples.
+            FrozenBackbone::Whisper { encoder, .. } if n_samples >= super::whisper::N_FFT => {
+                WhisperConfig::encoder_frames(n_samples.min(Self::whisper_longest(encoder)) / super::whisper::HOP_LENGTH)
+            }
+            FrozenBackbone::Whisper { .. } => 0,
+        }
+    }
+
+    /// Whisper hears at most 30 s (its position table): a longer clip's first 30 s.
+    fn whisper_longest(encoder: &WhisperEncoder) -> usize {
+        2 * encoder.config.max_source_positions * super::whisper::HOP_LENGTH
+    }
+
+    /// The encoder's output for `clips` (samples as the backbone's
+    /// preprocessor left them), on the backbone's device: every hidden
+    /// state and the last one, cut to the clips' own frames, and the real
+    /// frames of each clip.
+    pub fn encode(&self, clips: &[&[f32]]) -> Wav2Vec2Output {
+        match self {
             FrozenBackbone::Wav2vec2 { encoder, device } => {
                 let (samples, n_samples) = super::input::pad_samples(clips, device);
                 encoder.forward(samples, &n_samples)
@@ -343,7 +364,11 @@ impl FrozenBackbone {
                 mode,
                 device,
             } => {
-                let mels: Vec<_> = clips.iter().map(|c| front_end.compute(c, *mode)).collect();
+                let longest = Self::whisper_longest(encoder);
+                let mels: Vec<_> = clips
+                    .iter()
+                    .map(|c| front_end.compute(&c[..c.len().min(longest)], *mode))
+                    .collect();
                 let width = mels.iter().map(|m| m.n_frames).max().unwrap_or(0);
                 let n_mels = mels.first().map_or(0, |m| m.n_mels);
                 let mut values = vec![0.0f32; mels.len() * n_mels * width];
@@ -361,14 +386,21 @@ impl FrozenBackbone {
                 // In 30 s mode only the clip's own frames are kept.
                 let clip_frames: Vec<usize> = mels
                     .iter()
-                    .map(|m| super::whisper::WhisperConfig::encoder_frames(m.clip_frames).max(1))
+                    .map(|m| WhisperConfig::encoder_frames(m.clip_frames).max(1))
                     .collect();
                 let keep = clip_frames.iter().copied().max().unwrap_or(1);
                 output.hidden_states = output.hidden_states.into_iter().map(|h| h.narrow(1, 0, keep)).collect();
+                output.last_hidden_state = output.last_hidden_state.narrow(1, 0, keep);
                 output.n_frames = clip_frames;
                 output
             }
-        };
+        }
+    }
+
+    /// Every hidden state of `clips` (see [`Self::encode`]) on `device`:
+    /// `layers + 1` tensors `[batch, frames, hidden]`, and the real frames of each clip.
+    pub fn hidden_states(&self, clips: &[&[f32]], device: &Device) -> (Vec<Tensor<3>>, Vec<usize>) {
+        let output = self.encode(clips);
         let states = output
             .hidden_states
             .into_iter()

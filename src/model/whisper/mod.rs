@@ -80,7 +80,8 @@ impl WhisperConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum WhisperMode {
     /// The clip's own frames, with the position table sliced to them: ~10×
-    /// faster on a 3 s clip than the reference's 30 s.
+    /// faster on a 3 s clip than the reference's 30 s. Clips longer than
+    /// 30 s are cut there too (the table has no later positions).
     #[default]
     Trimmed,
     /// Zero-padded to 30 s, as the reference model always runs (clips longer
