@@ -19,7 +19,7 @@ use emofuse::experiment::{self, CvEvent, CvPlan, ExperimentConfig, Split, SplitR
 use emofuse::features::FeatureConfig;
 use emofuse::model::fusion::{EmotionModelConfig, ModelKind};
 use emofuse::model::saved::ModelFolder;
-use emofuse::model::temporal::BackboneConfig;
+use emofuse::model::temporal::{BackboneConfig, LayerCombination, TemporalPooling};
 use emofuse::model::whisper::WhisperMode;
 use emofuse::noise::SnrReference;
 use emofuse::train::{Balance, Event, ScheduleName, TrainingConfig};
@@ -43,6 +43,12 @@ pub struct TrainOptions {
     /// Whisper (frozen).
     #[arg(long, default_value = "scratch")]
     backbone: String,
+    /// How the temporal stream combines the encoder's layers per frame.
+    #[arg(long, value_enum, default_value_t = LayerCombination::Mix)]
+    temporal_layers: LayerCombination,
+    /// How the temporal stream pools its frames.
+    #[arg(long, value_enum, default_value_t = TemporalPooling::Attentive)]
+    temporal_pooling: TemporalPooling,
     /// How much audio a Whisper backbone sees: the clip alone, or padded to 30 s as in pre-training.
     #[arg(long, value_enum, default_value_t = WhisperMode::Trimmed)]
     whisper_mode: WhisperMode,
@@ -326,13 +332,15 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
     }
     let backbone = BackboneConfig::from_name(&options.backbone, options.finetune, options.whisper_mode)
         .with_context(|| format!("--backbone {}", options.backbone))?;
-    let model = EmotionModelConfig::new(
+    let mut model = EmotionModelConfig::new(
         options.model,
         backbone,
         options.width,
         options.dropout,
         options.spectral_dropout,
     );
+    model.temporal.layers = options.temporal_layers;
+    model.temporal.pooling = options.temporal_pooling;
     Ok(ExperimentConfig {
         training: TrainingConfig {
             model,

@@ -547,7 +547,7 @@ impl Explainer<'_> {
         let model = self.predictor.model();
         // Each stream: its frames, the segment of each frame, its pooling and mean.
         let pool = |stream: &crate::model::spectral_cnn::StreamOutput,
-                    pooling: &crate::model::pooling::AttentivePooling,
+                    pooling: &dyn Fn(Tensor<3>, Option<Tensor<2, Bool>>) -> (Tensor<2>, Tensor<2>),
                     mean: &Option<Vec<f32>>,
                     coalitions: &[Coalition]| {
             let frames = stream.n_frames[0];
@@ -559,7 +559,7 @@ impl Explainer<'_> {
                 .collect();
             let b = coalitions.len();
             let padding = Tensor::<2, Bool>::from_data(TensorData::new(absent.clone(), [b, frames]), &self.device);
-            let (pooled, _) = pooling.forward(map.repeat_dim(0, b), Some(padding));
+            let (pooled, _) = pooling(map.repeat_dim(0, b), Some(padding));
             let mean = self.mean_embedding(mean, &stream.embedding);
             let rows: Vec<Tensor<2>> = (0..b)
                 .map(|i| {
@@ -578,11 +578,11 @@ impl Explainer<'_> {
             for chunk in coalitions.chunks(256) {
                 let spectral = self.output.spectral.as_ref().map(|s| {
                     let stream = model.spectral.as_ref().expect("a spectral stream");
-                    pool(s, &stream.pooling, &means.spectral, chunk)
+                    pool(s, &|x, p| stream.pooling.forward(x, p), &means.spectral, chunk)
                 });
                 let temporal = self.output.temporal.as_ref().map(|t| {
                     let stream = model.temporal.as_ref().expect("a temporal stream");
-                    pool(t, &stream.pooling, &means.temporal, chunk)
+                    pool(t, &|x, p| stream.pool(x, p), &means.temporal, chunk)
                 });
                 values.extend(self.head_probability(spectral, temporal));
             }

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::spectral_cnn::{SpectralCnn, SpectralCnnConfig, StreamOutput};
-use super::temporal::{BackboneConfig, TemporalConfig, TemporalStream};
+use super::temporal::{BackboneConfig, LayerCombination, TemporalConfig, TemporalPooling, TemporalStream};
 use super::wav2vec2::Wav2Vec2;
 
 /// Which streams the model has and how they are fused.
@@ -80,6 +80,8 @@ impl EmotionModelConfig {
                 d_model: width,
                 attention_dim: 64,
                 dropout,
+                layers: LayerCombination::default(),
+                pooling: TemporalPooling::default(),
             },
             classifier_hidden: width,
             dropout,
@@ -109,10 +111,7 @@ impl EmotionModelConfig {
         }
         if self.kind.has_temporal() {
             let backbone = &self.temporal.backbone;
-            count = count
-                .saturating_add(backbone.n_layers())
-                .saturating_add(backbone.hidden_size().saturating_mul(d))
-                .saturating_add(pooling(d, self.temporal.attention_dim));
+            count = count.saturating_add(self.temporal.head_parameter_count());
             if let (true, Some(encoder)) = (backbone.is_trained(), backbone.wav2vec2()) {
                 count = count.saturating_add(encoder.parameter_count());
             }

@@ -1,7 +1,8 @@
 //! Attentive temporal pooling (the paper's pooling for both streams):
 //! `α_t = softmax_t(vᵀ tanh(W h_t + b))`, output `Σ_t α_t h_t`. Padded frames
 //! get no weight, and `α` is returned because explanations and the web page
-//! draw it.
+//! draw it. Statistics pooling (mean and standard deviation over frames, as
+//! x-vectors and linear probes pool) is the alternative for the temporal stream.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -59,6 +60,29 @@ impl AttentivePooling {
     }
 }
 
+/// Mean and standard deviation over the frames that are not padding.
+///
+/// # Shapes
+/// - frames: `[batch, time, d]`
+/// - padding: `[batch, time]`, true where a frame is padding
+/// - output: (`[batch, 2 · d]`: mean then std, `[batch, time]` the mean's
+///   weights, uniform over the real frames — the α explanations draw)
+pub fn statistics(frames: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> (Tensor<2>, Tensor<2>) {
+    let [batch, time, d] = frames.dims();
+    let real = match padding {
+        Some(padding) => padding.bool_not().float(),
+        None => Tensor::ones([batch, time], &frames.device()),
+    };
+    // A clip with every frame left out (an explanation's empty coalition) pools to zeros, not NaN.
+    let weights = real.clone() / real.sum_dim(1).clamp_min(1.0); // [b, t]
+    let w = weights.clone().unsqueeze_dim::<3>(2); // [b, t, 1]
+    let mean = (frames.clone() * w.clone()).sum_dim(1); // [b, 1, d]
+    let variance = ((frames - mean.clone()).square() * w).sum_dim(1);
+    let std = (variance + 1e-6).sqrt();
+    let pooled = Tensor::cat(vec![mean, std], 2).reshape([batch, 2 * d]);
+    (pooled, weights)
+}
+
 /// `[batch, frames]`: true where frame `t` is at or past clip `i`'s `n_frames[i]`.
 pub fn padding_mask(n_frames: &[usize], max_frames: usize, device: &Device) -> Tensor<2, Bool> {
     let values: Vec<bool> = n_frames
@@ -73,6 +97,8 @@ pub fn padding_mask(n_frames: &[usize], max_frames: usize, device: &Device) -> T
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::TensorData;
+
     use super::*;
 
     #[test]
@@ -95,5 +121,22 @@ mod tests {
             pooled_alone.into_data().try_to_vec().unwrap(),
         );
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
+    }
+
+    #[test]
+    fn statistics_are_the_mean_and_std_of_the_real_frames() {
+        let device = Device::flex();
+        // Clip 0: frames 1, 3 (d = 1); clip 1: frame 2 and one padded frame of 100.
+        let frames = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 3.0, 2.0, 100.0], [2, 2, 1]), &device);
+        let (pooled, weights) = statistics(frames.clone(), Some(padding_mask(&[2, 1], 2, &device)));
+        let pooled: Vec<f32> = pooled.into_data().try_to_vec().unwrap();
+        assert!((pooled[0] - 2.0).abs() < 1e-5 && (pooled[1] - 1.0).abs() < 1e-3, "{pooled:?}");
+        assert!((pooled[2] - 2.0).abs() < 1e-5 && pooled[3] < 1e-2, "padding ignored: {pooled:?}");
+        let weights: Vec<f32> = weights.into_data().try_to_vec().unwrap();
+        assert_eq!(weights, [0.5, 0.5, 1.0, 0.0]);
+        let all_absent = Tensor::<2, Bool>::from_data(TensorData::new(vec![true, true], [1, 2]), &device);
+        let (empty, _) = statistics(frames.narrow(0, 0, 1), Some(all_absent));
+        let empty: Vec<f32> = empty.into_data().try_to_vec().unwrap();
+        assert!(empty.iter().all(|v| v.is_finite()), "{empty:?}");
     }
 }

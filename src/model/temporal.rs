@@ -1,8 +1,9 @@
 //! The temporal stream: a speech encoder on the raw waveform (wav2vec 2.0 /
 //! HuBERT trained from scratch or pretrained, or a pretrained Whisper
 //! encoder on its log-mel front end), a learnable softmax-weighted sum of its
-//! hidden layers (the SUPERB / EmoBox recipe), a projection to the fusion
-//! width, and attentive temporal pooling.
+//! hidden layers (the SUPERB / EmoBox recipe) or a projection of all of them
+//! side by side, a projection to the fusion width, and attentive temporal
+//! pooling or statistics pooling (mean and std over frames, then a projection).
 //!
 //! A frozen pretrained encoder is not part of this module: its hidden states
 //! are computed (or read from the cache) outside and handed to
@@ -14,10 +15,10 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::pooling::{AttentivePooling, AttentivePoolingConfig, padding_mask};
+use super::pooling::{AttentivePooling, AttentivePoolingConfig, padding_mask, statistics};
 use super::spectral_cnn::StreamOutput;
 use super::wav2vec2::{Preprocessor, Wav2Vec2, Wav2Vec2Config, Wav2Vec2Output};
 use super::whisper::{WhisperConfig, WhisperEncoder, WhisperMel, WhisperMode};
@@ -184,6 +185,35 @@ pub struct TemporalConfig {
     pub d_model: usize,
     pub attention_dim: usize,
     pub dropout: f64,
+    /// How each frame's hidden layers become one vector.
+    #[serde(default)]
+    pub layers: LayerCombination,
+    /// How the frames become one vector.
+    #[serde(default)]
+    pub pooling: TemporalPooling,
+}
+
+/// How the temporal stream combines the encoder's hidden layers per frame
+/// (each layer normalised first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerCombination {
+    /// A softmax-weighted sum, then the projection (SUPERB, EmoBox).
+    #[default]
+    Mix,
+    /// All layers side by side into the projection: a weight matrix per layer.
+    Concat,
+}
+
+/// How the temporal stream pools its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TemporalPooling {
+    /// The paper's attentive pooling.
+    #[default]
+    Attentive,
+    /// Mean and standard deviation over frames, projected to the fusion width.
+    Statistics,
 }
 
 /// The temporal stream.
@@ -191,11 +221,15 @@ pub struct TemporalConfig {
 pub struct TemporalStream {
     /// Present when the encoder is trained with the model (scratch or fine-tuned).
     pub encoder: Option<Wav2Vec2>,
-    /// Softmax over these weighs the encoder's hidden layers: `[n_layers]`.
-    pub layer_weights: Param<Tensor<1>>,
+    /// Softmax over these weighs the encoder's hidden layers: `[n_layers]`
+    /// ([`LayerCombination::Mix`] only).
+    pub layer_weights: Option<Param<Tensor<1>>>,
     pub projection: Linear,
     pub dropout: Dropout,
-    pub pooling: AttentivePooling,
+    /// [`TemporalPooling::Attentive`] only.
+    pub pooling: Option<AttentivePooling>,
+    /// [`TemporalPooling::Statistics`] only: `[mean; std]` (2 · d) → d.
+    pub statistics: Option<Linear>,
 }
 
 impl TemporalConfig {
@@ -210,16 +244,40 @@ impl TemporalConfig {
                 )
             })
         });
+        let n_layers = self.backbone.n_layers();
+        let projection_in = match self.layers {
+            LayerCombination::Mix => self.backbone.hidden_size(),
+            LayerCombination::Concat => n_layers * self.backbone.hidden_size(),
+        };
         TemporalStream {
             encoder,
             // Equal weights to start: the plain mean of the layers.
-            layer_weights: Param::from_tensor(Tensor::zeros([self.backbone.n_layers()], device)),
-            projection: LinearConfig::new(self.backbone.hidden_size(), self.d_model).init(device),
+            layer_weights: (self.layers == LayerCombination::Mix)
+                .then(|| Param::from_tensor(Tensor::zeros([n_layers], device))),
+            projection: LinearConfig::new(projection_in, self.d_model).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
-            pooling: AttentivePoolingConfig::new(self.d_model)
-                .with_d_attention(self.attention_dim)
-                .init(device),
+            pooling: (self.pooling == TemporalPooling::Attentive).then(|| {
+                AttentivePoolingConfig::new(self.d_model)
+                    .with_d_attention(self.attention_dim)
+                    .init(device)
+            }),
+            statistics: (self.pooling == TemporalPooling::Statistics)
+                .then(|| LinearConfig::new(2 * self.d_model, self.d_model).init(device)),
         }
+    }
+
+    /// About how many parameters the layer combination, projection and pooling have.
+    pub fn head_parameter_count(&self) -> usize {
+        let (n_layers, hidden, d) = (self.backbone.n_layers(), self.backbone.hidden_size(), self.d_model);
+        let combination = match self.layers {
+            LayerCombination::Mix => n_layers.saturating_add(hidden.saturating_mul(d)),
+            LayerCombination::Concat => n_layers.saturating_mul(hidden).saturating_mul(d),
+        };
+        let pooling = match self.pooling {
+            TemporalPooling::Attentive => d.saturating_mul(self.attention_dim).saturating_mul(2),
+            TemporalPooling::Statistics => d.saturating_mul(d).saturating_mul(2),
+        };
+        combination.saturating_add(pooling)
     }
 }
 
@@ -241,16 +299,21 @@ impl TemporalStream {
     pub fn forward_hidden(&self, hidden_states: Vec<Tensor<3>>, n_frames: &[usize]) -> StreamOutput {
         let [batch, frames, hidden] = hidden_states[0].dims();
         let n_layers = hidden_states.len();
-        let weights = softmax(self.layer_weights.val(), 0).reshape([n_layers, 1, 1, 1]);
-        // Each layer normalised per frame before mixing (SUPERB's `normalize`):
-        // pretrained encoders' layers differ in scale by orders of magnitude.
+        // Each layer normalised per frame (SUPERB's `normalize`): pretrained
+        // encoders' layers differ in scale by orders of magnitude.
         let stacked = layer_norm_last(Tensor::stack::<4>(hidden_states, 0)); // [layers, b, t, h]
-        let mixed = (stacked * weights).sum_dim(0).reshape([batch, frames, hidden]); // [b, t, h]
-        let x = self.dropout.forward(gelu(self.projection.forward(mixed))); // [b, t, d]
+        let combined = match &self.layer_weights {
+            Some(weights) => {
+                let weights = softmax(weights.val(), 0).reshape([n_layers, 1, 1, 1]);
+                (stacked * weights).sum_dim(0).reshape([batch, frames, hidden]) // [b, t, h]
+            }
+            None => stacked.permute([1, 2, 0, 3]).reshape([batch, frames, n_layers * hidden]), // [b, t, layers · h]
+        };
+        let x = self.dropout.forward(gelu(self.projection.forward(combined))); // [b, t, d]
         let padding = padding_mask(n_frames, frames, &x.device());
         let dims = x.dims();
         let x = x.mask_fill(padding.clone().unsqueeze_dim::<3>(2).expand(dims), 0.0);
-        let (embedding, alpha) = self.pooling.forward(x.clone(), Some(padding));
+        let (embedding, alpha) = self.pool(x.clone(), Some(padding));
         StreamOutput {
             embedding,
             alpha,
@@ -259,13 +322,17 @@ impl TemporalStream {
         }
     }
 
-    /// The softmax-normalised layer weights, for reports.
-    pub fn layer_weights(&self) -> Vec<f32> {
-        softmax(self.layer_weights.val(), 0)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .expect("f32 weights")
+    /// Pools frames `[batch, time, d]` (padding: true where a frame is left
+    /// out) into `[batch, d]`, with the weight of each frame.
+    pub fn pool(&self, frames: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> (Tensor<2>, Tensor<2>) {
+        match (&self.pooling, &self.statistics) {
+            (Some(attentive), _) => attentive.forward(frames, padding),
+            (None, Some(projection)) => {
+                let (pooled, weights) = statistics(frames, padding);
+                (projection.forward(pooled), weights)
+            }
+            (None, None) => unreachable!("a temporal stream has a pooling"),
+        }
     }
 }
 
