@@ -428,6 +428,8 @@ pub enum EmbedPool {
     None,
     /// The mean over frames: one vector.
     Mean,
+    /// The mean and then the standard deviation over frames: one vector of twice the width.
+    MeanStd,
 }
 
 impl Embedder {
@@ -482,6 +484,11 @@ impl Embedder {
             .map(|h| match pool {
                 EmbedPool::None => h.squeeze_dim(0),             // [frames, hidden]
                 EmbedPool::Mean => h.mean_dim(1).squeeze_dim(0), // [1, hidden]
+                EmbedPool::MeanStd => {
+                    let mean = h.clone().mean_dim(1);
+                    let std = (h - mean.clone()).square().mean_dim(1).sqrt();
+                    Tensor::cat(vec![mean, std], 2).squeeze_dim(0) // [1, 2 · hidden]
+                }
             })
             .collect();
         let [frames, hidden] = per_layer[0].dims();

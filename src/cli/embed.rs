@@ -39,7 +39,7 @@ pub struct EmbedArgs {
     pool: EmbedPool,
     /// Write float32 arrays: to this `.npy` file for one input, else into this
     /// folder as `<file stem>.npy`. Shapes: `[frames, hidden]`, `[layers, frames, hidden]`
-    /// with `--layer all`; the frame axis goes with `--pool mean`.
+    /// with `--layer all`; the frame axis goes with `--pool mean` (and `mean-std` doubles `hidden`).
     #[arg(long, value_name = "OUT")]
     npy: PathBuf,
     #[command(flatten)]

@@ -280,16 +280,27 @@ impl TestFold {
     }
 }
 
-/// What `emofuse data folds --json` writes: every fold by file path, with
-/// its test speakers and class balance. [`read_fold_file`] reads it back.
+/// What `emofuse data folds --json` writes: every clip's speaker and label,
+/// and every fold by file path, with its test speakers and class balance.
+/// [`read_fold_file`] reads it back.
 #[derive(Debug, Clone, Serialize)]
 pub struct FoldsReport {
     pub dataset: &'static str,
     pub protocol: Protocol,
     pub seed: u64,
     pub speaker_independent: bool,
+    pub clips: Vec<ClipReport>,
     pub folds: Vec<FoldReport>,
     pub problems: Vec<Problem>,
+}
+
+/// A clip as other tools need it to group and score (e.g. an inner
+/// speaker-grouped cross-validation in Python).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipReport {
+    pub path: String,
+    pub speaker: Option<String>,
+    pub label: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -316,6 +327,14 @@ impl FoldsReport {
             protocol: options.protocol,
             seed: options.seed,
             speaker_independent,
+            clips: clips
+                .iter()
+                .map(|clip| ClipReport {
+                    path: clip.path.display().to_string(),
+                    speaker: clip.speaker.clone(),
+                    label: clip.label.clone(),
+                })
+                .collect(),
             folds: folds
                 .iter()
                 .map(|fold| FoldReport {
