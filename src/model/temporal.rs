@@ -212,7 +212,9 @@ pub enum TemporalPooling {
     /// The paper's attentive pooling.
     #[default]
     Attentive,
-    /// Mean and standard deviation over frames, projected to the fusion width.
+    /// Mean and standard deviation over frames of the combined layers, then
+    /// the projection to the fusion width (on the pooled vector, not per
+    /// frame: with concatenated layers, a linear probe's input).
     Statistics,
 }
 
@@ -224,12 +226,12 @@ pub struct TemporalStream {
     /// Softmax over these weighs the encoder's hidden layers: `[n_layers]`
     /// ([`LayerCombination::Mix`] only).
     pub layer_weights: Option<Param<Tensor<1>>>,
+    /// To the fusion width: each frame (attentive pooling) or the pooled
+    /// `[mean; std]` (statistics pooling).
     pub projection: Linear,
     pub dropout: Dropout,
     /// [`TemporalPooling::Attentive`] only.
     pub pooling: Option<AttentivePooling>,
-    /// [`TemporalPooling::Statistics`] only: `[mean; std]` (2 · d) → d.
-    pub statistics: Option<Linear>,
 }
 
 impl TemporalConfig {
@@ -245,10 +247,11 @@ impl TemporalConfig {
             })
         });
         let n_layers = self.backbone.n_layers();
-        let projection_in = match self.layers {
-            LayerCombination::Mix => self.backbone.hidden_size(),
-            LayerCombination::Concat => n_layers * self.backbone.hidden_size(),
-        };
+        let projection_in = self.frame_width()
+            * match self.pooling {
+                TemporalPooling::Attentive => 1,
+                TemporalPooling::Statistics => 2,
+            };
         TemporalStream {
             encoder,
             // Equal weights to start: the plain mean of the layers.
@@ -261,23 +264,29 @@ impl TemporalConfig {
                     .with_d_attention(self.attention_dim)
                     .init(device)
             }),
-            statistics: (self.pooling == TemporalPooling::Statistics)
-                .then(|| LinearConfig::new(2 * self.d_model, self.d_model).init(device)),
+        }
+    }
+
+    /// Width of a frame after the layers are combined.
+    fn frame_width(&self) -> usize {
+        match self.layers {
+            LayerCombination::Mix => self.backbone.hidden_size(),
+            LayerCombination::Concat => self.backbone.n_layers().saturating_mul(self.backbone.hidden_size()),
         }
     }
 
     /// About how many parameters the layer combination, projection and pooling have.
     pub fn head_parameter_count(&self) -> usize {
-        let (n_layers, hidden, d) = (self.backbone.n_layers(), self.backbone.hidden_size(), self.d_model);
-        let combination = match self.layers {
-            LayerCombination::Mix => n_layers.saturating_add(hidden.saturating_mul(d)),
-            LayerCombination::Concat => n_layers.saturating_mul(hidden).saturating_mul(d),
+        let d = self.d_model;
+        let mix = match self.layers {
+            LayerCombination::Mix => self.backbone.n_layers(),
+            LayerCombination::Concat => 0,
         };
-        let pooling = match self.pooling {
-            TemporalPooling::Attentive => d.saturating_mul(self.attention_dim).saturating_mul(2),
-            TemporalPooling::Statistics => d.saturating_mul(d).saturating_mul(2),
+        let (projection_in, pooling) = match self.pooling {
+            TemporalPooling::Attentive => (self.frame_width(), d.saturating_mul(self.attention_dim).saturating_mul(2)),
+            TemporalPooling::Statistics => (self.frame_width().saturating_mul(2), 0),
         };
-        combination.saturating_add(pooling)
+        mix.saturating_add(projection_in.saturating_mul(d)).saturating_add(pooling)
     }
 }
 
@@ -309,7 +318,11 @@ impl TemporalStream {
             }
             None => stacked.permute([1, 2, 0, 3]).reshape([batch, frames, n_layers * hidden]), // [b, t, layers · h]
         };
-        let x = self.dropout.forward(gelu(self.projection.forward(combined))); // [b, t, d]
+        // Attentive pooling weighs projected frames; statistics pool the combined layers as they are.
+        let x = match self.pooling {
+            Some(_) => self.dropout.forward(gelu(self.projection.forward(combined))), // [b, t, d]
+            None => combined,
+        };
         let padding = padding_mask(n_frames, frames, &x.device());
         let dims = x.dims();
         let x = x.mask_fill(padding.clone().unsqueeze_dim::<3>(2).expand(dims), 0.0);
@@ -322,16 +335,15 @@ impl TemporalStream {
         }
     }
 
-    /// Pools frames `[batch, time, d]` (padding: true where a frame is left
-    /// out) into `[batch, d]`, with the weight of each frame.
+    /// Pools the stream's frames `[batch, time, width]` (padding: true where a
+    /// frame is left out) into the embedding `[batch, d]`, with the weight of each frame.
     pub fn pool(&self, frames: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> (Tensor<2>, Tensor<2>) {
-        match (&self.pooling, &self.statistics) {
-            (Some(attentive), _) => attentive.forward(frames, padding),
-            (None, Some(projection)) => {
+        match &self.pooling {
+            Some(attentive) => attentive.forward(frames, padding),
+            None => {
                 let (pooled, weights) = statistics(frames, padding);
-                (projection.forward(pooled), weights)
+                (gelu(self.projection.forward(self.dropout.forward(pooled))), weights)
             }
-            (None, None) => unreachable!("a temporal stream has a pooling"),
         }
     }
 }
