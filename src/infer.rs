@@ -304,7 +304,13 @@ impl Predictor {
     /// `prediction` with each probability named by its label.
     pub fn labelled(&self, prediction: Prediction) -> LabelledPrediction {
         LabelledPrediction {
-            probabilities: self.config.labels.iter().cloned().zip(prediction.probabilities).collect(),
+            probabilities: self
+                .config
+                .labels
+                .iter()
+                .cloned()
+                .zip(prediction.probabilities)
+                .collect(),
             label: prediction.label,
             confidence: prediction.confidence,
         }

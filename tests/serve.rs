@@ -91,7 +91,10 @@ async fn the_model_is_described_without_local_paths_or_the_command_line() {
     assert_eq!(model["name"], "default");
     assert_eq!(model["calibrated"], true, "the built-in model has a fitted temperature");
     let training = &model["training"];
-    assert!(training["corpora"][0].as_str().unwrap().starts_with("ravdess, "), "{training}");
+    assert!(
+        training["corpora"][0].as_str().unwrap().starts_with("ravdess, "),
+        "{training}"
+    );
     let cross_validation = &training["cross_validation"][0];
     assert!(cross_validation["ua_mean"].as_f64().unwrap() > 0.3, "{training}");
     let text = model.to_string();

@@ -241,7 +241,11 @@ fn a_temporal_stream_with_concatenated_layers_and_statistics_pooling_trains_and_
     ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let explanation: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let explanation = if explanation.is_array() { explanation[0].clone() } else { explanation };
+    let explanation = if explanation.is_array() {
+        explanation[0].clone()
+    } else {
+        explanation
+    };
     let segments = &explanation["time_segments"];
     assert!(segments["efficiency_gap"].as_f64().unwrap().abs() < 1e-4, "{segments}");
     let alpha: Vec<f64> = explanation["temporal"]["alpha"]
@@ -250,7 +254,10 @@ fn a_temporal_stream_with_concatenated_layers_and_statistics_pooling_trains_and_
         .iter()
         .map(|a| a.as_f64().unwrap())
         .collect();
-    assert!((alpha.iter().sum::<f64>() - 1.0).abs() < 1e-4, "statistics pooling weighs frames equally");
+    assert!(
+        (alpha.iter().sum::<f64>() - 1.0).abs() < 1e-4,
+        "statistics pooling weighs frames equally"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

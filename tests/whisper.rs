@@ -189,7 +189,13 @@ fn embed_takes_a_whisper_backbone() {
     let clip = shared_data().join(index["clips"]["ravdess"].as_str().unwrap());
     let out = tempfile::tempdir().unwrap();
     let embed = |extra: &[&str], npy: &Path| -> (Vec<u64>, Vec<f32>) {
-        let mut args = vec!["embed", "--backbone", hf.to_str().unwrap(), "--npy", npy.to_str().unwrap()];
+        let mut args = vec![
+            "embed",
+            "--backbone",
+            hf.to_str().unwrap(),
+            "--npy",
+            npy.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         crate::util::emofuse_ok(&args);
         let bytes = std::fs::read(npy).unwrap();
@@ -214,12 +220,24 @@ fn embed_takes_a_whisper_backbone() {
     assert_eq!(shape, [hidden]);
     let (_, last30) = read_golden(&hf, &golden["mode30"]["last_hidden_state"]);
     let mean: Vec<f32> = (0..hidden as usize)
-        .map(|d| (0..frames as usize).map(|t| last30[t * hidden as usize + d]).sum::<f32>() / frames as f32)
+        .map(|d| {
+            (0..frames as usize)
+                .map(|t| last30[t * hidden as usize + d])
+                .sum::<f32>()
+                / frames as f32
+        })
         .collect();
-    assert!(max_abs_error(&values, &mean) <= TOLERANCE, "30 s mode, mean of the last state");
+    assert!(
+        max_abs_error(&values, &mean) <= TOLERANCE,
+        "30 s mode, mean of the last state"
+    );
 
     let long = out.path().join("31s.wav");
-    std::fs::write(&long, crate::util::wav16(&crate::util::sine(220.0, 0.3, 16_000, 31 * 16_000), 16_000)).unwrap();
+    std::fs::write(
+        &long,
+        crate::util::wav16(&crate::util::sine(220.0, 0.3, 16_000, 31 * 16_000), 16_000),
+    )
+    .unwrap();
     let (shape, _) = embed(&[long.to_str().unwrap()], &out.path().join("long.npy"));
     assert_eq!(shape, [1500, hidden], "the first 30 s: 1500 encoder frames");
 }

@@ -358,7 +358,10 @@ fn bars(
         .map_err(|e| err(&e))?;
     // A zero line: up and down are read from it.
     chart
-        .draw_series(std::iter::once(PathElement::new(vec![(0.0, 0.0), (n as f64, 0.0)], BLACK)))
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 0.0), (n as f64, 0.0)],
+            BLACK,
+        )))
         .map_err(|e| err(&e))?;
     let label = |v: &f64| category_label(names, *v);
     chart

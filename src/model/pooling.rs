@@ -130,8 +130,14 @@ mod tests {
         let frames = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 3.0, 2.0, 100.0], [2, 2, 1]), &device);
         let (pooled, weights) = statistics(frames.clone(), Some(padding_mask(&[2, 1], 2, &device)));
         let pooled: Vec<f32> = pooled.into_data().try_to_vec().unwrap();
-        assert!((pooled[0] - 2.0).abs() < 1e-5 && (pooled[1] - 1.0).abs() < 1e-3, "{pooled:?}");
-        assert!((pooled[2] - 2.0).abs() < 1e-5 && pooled[3] < 1e-2, "padding ignored: {pooled:?}");
+        assert!(
+            (pooled[0] - 2.0).abs() < 1e-5 && (pooled[1] - 1.0).abs() < 1e-3,
+            "{pooled:?}"
+        );
+        assert!(
+            (pooled[2] - 2.0).abs() < 1e-5 && pooled[3] < 1e-2,
+            "padding ignored: {pooled:?}"
+        );
         let weights: Vec<f32> = weights.into_data().try_to_vec().unwrap();
         assert_eq!(weights, [0.5, 0.5, 1.0, 0.0]);
         let all_absent = Tensor::<2, Bool>::from_data(TensorData::new(vec![true, true], [1, 2]), &device);

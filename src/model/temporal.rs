@@ -283,10 +283,14 @@ impl TemporalConfig {
             LayerCombination::Concat => 0,
         };
         let (projection_in, pooling) = match self.pooling {
-            TemporalPooling::Attentive => (self.frame_width(), d.saturating_mul(self.attention_dim).saturating_mul(2)),
+            TemporalPooling::Attentive => (
+                self.frame_width(),
+                d.saturating_mul(self.attention_dim).saturating_mul(2),
+            ),
             TemporalPooling::Statistics => (self.frame_width().saturating_mul(2), 0),
         };
-        mix.saturating_add(projection_in.saturating_mul(d)).saturating_add(pooling)
+        mix.saturating_add(projection_in.saturating_mul(d))
+            .saturating_add(pooling)
     }
 }
 
@@ -316,7 +320,9 @@ impl TemporalStream {
                 let weights = softmax(weights.val(), 0).reshape([n_layers, 1, 1, 1]);
                 (stacked * weights).sum_dim(0).reshape([batch, frames, hidden]) // [b, t, h]
             }
-            None => stacked.permute([1, 2, 0, 3]).reshape([batch, frames, n_layers * hidden]), // [b, t, layers · h]
+            None => stacked
+                .permute([1, 2, 0, 3])
+                .reshape([batch, frames, n_layers * hidden]), // [b, t, layers · h]
         };
         // Attentive pooling weighs projected frames; statistics pool the combined layers as they are.
         let x = match self.pooling {
@@ -416,7 +422,9 @@ impl FrozenBackbone {
             FrozenBackbone::Wav2vec2 { encoder, .. } => encoder.config.n_frames(n_samples),
             // The front end's reflection padding needs a window's worth of samples.
             FrozenBackbone::Whisper { encoder, .. } if n_samples >= super::whisper::N_FFT => {
-                WhisperConfig::encoder_frames(n_samples.min(Self::whisper_longest(encoder)) / super::whisper::HOP_LENGTH)
+                WhisperConfig::encoder_frames(
+                    n_samples.min(Self::whisper_longest(encoder)) / super::whisper::HOP_LENGTH,
+                )
             }
             FrozenBackbone::Whisper { .. } => 0,
         }
