@@ -7,7 +7,7 @@ use emofuse::audio;
 use emofuse::explain::{self, ExplainOptions};
 use emofuse::infer::Predictor;
 
-use crate::util::{emofuse, emofuse_ok, shared_data, tiny_manifest, train_tiny};
+use crate::util::{emofuse, emofuse_ok, golden_dir, shared_data, tiny_manifest, train_tiny};
 
 fn ravdess_clip(actor: u32, name: &str) -> std::path::PathBuf {
     shared_data()
@@ -97,6 +97,41 @@ fn spectral_saliency_beats_random_deletion_on_real_clips() {
         salient < random,
         "salient-first {salient:.3} vs random {random:.3} (sums over 12 clips)"
     );
+}
+
+/// The probe-like temporal head (every layer side by side, statistics
+/// pooling) trains on a frozen encoder, is saved as such, and is explained
+/// like the attentive one (its time-segment SHAP leaves frames out of the
+/// statistics; its α weighs the frames equally).
+#[test]
+fn a_temporal_stream_with_concatenated_layers_and_statistics_pooling_trains_and_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let backbone = golden_dir("whisper").join("hf");
+    let extra = [
+        "--backbone",
+        backbone.to_str().unwrap(),
+        "--temporal-layers",
+        "concat",
+        "--temporal-pooling",
+        "statistics",
+    ];
+    let model = train_tiny(dir.path(), "fusion-gated", "model", &extra);
+    let config: Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["temporal"]["layers"], "concat");
+    assert_eq!(config["model"]["temporal"]["pooling"], "statistics");
+    let clip = ravdess_clip(1, "03-01-06-02-02-01-01.flac");
+    let out = dir.path().join("why");
+    let output = emofuse_ok(&[
+        "explain",
+        clip.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let e: Value = serde_json::from_slice(&output.stdout).unwrap();
+    check_explanation(&e[0]);
 }
 
 #[test]

@@ -209,57 +209,6 @@ fn a_frozen_encoder_trains_on_cached_clean_and_noisy_hidden_states() {
     assert_eq!(first, second, "same seed, same noisy copies, same weights");
 }
 
-/// The probe-like temporal head (every layer side by side, statistics
-/// pooling) trains on a frozen encoder, is saved as such, and is explained
-/// like the attentive one (its time-segment SHAP leaves frames out of the statistics).
-#[test]
-fn a_temporal_stream_with_concatenated_layers_and_statistics_pooling_trains_and_explains() {
-    let dir = tempfile::tempdir().unwrap();
-    let backbone = golden_dir("whisper").join("hf");
-    let extra = [
-        "--backbone",
-        backbone.to_str().unwrap(),
-        "--temporal-layers",
-        "concat",
-        "--temporal-pooling",
-        "statistics",
-    ];
-    let model = train_tiny(dir.path(), "fusion-gated", "model", &extra);
-    let config: Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["model"]["temporal"]["layers"], "concat");
-    assert_eq!(config["model"]["temporal"]["pooling"], "statistics");
-    let clip = shared_data().join("ravdess/Audio_Speech_Actors_01-24/Actor_01/03-01-06-02-02-01-01.flac");
-    let out = dir.path().join("why");
-    let output = emofuse(&[
-        "explain",
-        clip.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--json",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let explanation: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let explanation = if explanation.is_array() {
-        explanation[0].clone()
-    } else {
-        explanation
-    };
-    let segments = &explanation["time_segments"];
-    assert!(segments["efficiency_gap"].as_f64().unwrap().abs() < 1e-4, "{segments}");
-    let alpha: Vec<f64> = explanation["temporal"]["alpha"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_f64().unwrap())
-        .collect();
-    assert!(
-        (alpha.iter().sum::<f64>() - 1.0).abs() < 1e-4,
-        "statistics pooling weighs frames equally"
-    );
-}
-
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
