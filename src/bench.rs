@@ -284,6 +284,7 @@ impl ForwardReport {
                         path: path.clone(),
                         encoder: encoder.clone(),
                         mode,
+                        sha256: None,
                     };
                     let frozen = FrozenBackbone::load(&backbone, device)?;
                     let times = forward_times(seconds_of_audio, runs, |clip| {

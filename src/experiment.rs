@@ -26,7 +26,7 @@ use crate::model::input::{self, Example, ExampleBuilder, HiddenStates, TemporalS
 use crate::model::saved::{
     self, CrossValidation, EmbeddingMeans, ModelConfig, ModelDirError, ModelFolder, Provenance, SplitFile,
 };
-use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone};
+use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone, TemporalPooling};
 use crate::model::wav2vec2::{self, Wav2Vec2};
 use crate::noise::NoiseBank;
 use crate::persist;
@@ -276,15 +276,24 @@ impl SplitRun<'_> {
         {
             add_noisy_copies(&mut train, augment, training.seed, on_event)?;
         }
-        if let Some(frozen) = &encoders.frozen {
-            // A frozen encoder gives the same hidden states every epoch:
-            // computed once, and kept on disk for the next run and fold.
-            let cache = FeatureCache::open_keyed(
-                self.config.cache_dir.join("hidden"),
-                &training.model.temporal.backbone.identity(),
-            )?;
-            attach_hidden_states(&mut train, frozen, &cache, self.device, on_event)?;
-            attach_hidden_states(&mut validation, frozen, &cache, self.device, on_event)?;
+        // A frozen encoder gives the same hidden states every epoch:
+        // computed once, and kept on disk for the next run and fold.
+        let caches = match &encoders.frozen {
+            Some(_) => {
+                let identity = training.model.temporal.backbone.identity();
+                Some(HiddenCaches {
+                    frames: FeatureCache::open_keyed(self.config.cache_dir.join("hidden"), &identity)?,
+                    // A probe reads only each layer's mean over frames: 1/frames of the storage.
+                    means: (training.model.temporal.pooling == TemporalPooling::Mean)
+                        .then(|| FeatureCache::open_keyed(self.config.cache_dir.join("hidden-means"), &identity))
+                        .transpose()?,
+                })
+            }
+            None => None,
+        };
+        if let (Some(frozen), Some(caches)) = (&encoders.frozen, &caches) {
+            attach_hidden_states(&mut train, frozen, caches, self.device, on_event)?;
+            attach_hidden_states(&mut validation, frozen, caches, self.device, on_event)?;
         }
         let teacher_probabilities = match &teacher {
             Some(teacher) => {
@@ -296,22 +305,43 @@ impl SplitRun<'_> {
             }
             None => None,
         };
-        let outcome = TrainRun {
-            run_dir: self.out_dir,
-            config: &training,
-            data: TrainingData {
-                train: &train.examples,
-                validation: &validation.examples,
-                n_classes: plan.labels.len(),
-                teacher: teacher_probabilities.as_deref(),
-            },
-            frozen: encoders.frozen.as_ref(),
-            encoder: encoders.pretrained,
-            wave_augment: wave_augment.as_ref(),
-            resume: self.resume,
-            device: self.device,
-        }
-        .run(stop, on_event)?;
+        // A probe is fitted on pooled embeddings; calibrated, without
+        // validation speakers, on its inner folds' out-of-fold predictions.
+        let (outcome, out_of_fold) = if training.model.temporal.pooling == TemporalPooling::Mean {
+            let speakers: Vec<&str> = train
+                .clips
+                .iter()
+                .map(|clip| clip.speaker.as_deref().unwrap_or(""))
+                .collect();
+            let (outcome, probe) = train::fit_probe(
+                self.out_dir,
+                &training,
+                &train.examples,
+                &speakers,
+                encoders.frozen.as_ref(),
+                self.device,
+                on_event,
+            )?;
+            (outcome, Some(probe.out_of_fold))
+        } else {
+            let outcome = TrainRun {
+                run_dir: self.out_dir,
+                config: &training,
+                data: TrainingData {
+                    train: &train.examples,
+                    validation: &validation.examples,
+                    n_classes: plan.labels.len(),
+                    teacher: teacher_probabilities.as_deref(),
+                },
+                frozen: encoders.frozen.as_ref(),
+                encoder: encoders.pretrained,
+                wave_augment: wave_augment.as_ref(),
+                resume: self.resume,
+                device: self.device,
+            }
+            .run(stop, on_event)?;
+            (outcome, None)
+        };
         if outcome.interrupted {
             return Err(ExperimentError::Interrupted);
         }
@@ -335,19 +365,27 @@ impl SplitRun<'_> {
             (probabilities, truth)
         };
         // Confidence is calibrated on the validation speakers, never on the test ones.
-        let temperature = (!validation.examples.is_empty()).then(|| {
+        let temperature = if !validation.examples.is_empty() {
             let (probabilities, truth) = run_model(&validation.examples);
-            eval::fit_temperature(&probabilities, &truth, n_classes)
-        });
+            Some(eval::fit_temperature(&probabilities, &truth, n_classes))
+        } else {
+            out_of_fold.map(|probabilities| {
+                let truth: Vec<usize> = train.examples.iter().map(|e| e.label).collect();
+                eval::fit_temperature(&probabilities, &truth, n_classes)
+            })
+        };
         if temperature.is_none() {
             on_event(Event::Warning(
                 "no validation clips to calibrate on: the model's confidence is its raw softmax (temperature 1)".into(),
             ));
         }
-        let model_config = self.model_config(&training, &plan, &outcome, means, temperature.unwrap_or(1.0));
+        let model_config = self.model_config(&training, &plan, &outcome, means, temperature.unwrap_or(1.0))?;
         saved::save(self.out_dir, &model_config, &outcome.model, self.config.half)?;
 
-        let test = plan.examples(&self.split.test, false);
+        let mut test = plan.examples(&self.split.test, false);
+        if let (Some(frozen), Some(caches)) = (&encoders.frozen, &caches) {
+            attach_hidden_states(&mut test, frozen, caches, self.device, on_event)?;
+        }
         let (mut scores, mut reliability) = (None, None);
         if !test.examples.is_empty() {
             let (probabilities, truth) = run_model(&test.examples);
@@ -386,10 +424,12 @@ impl SplitRun<'_> {
         outcome: &train::Outcome,
         embedding_means: EmbeddingMeans,
         temperature: f32,
-    ) -> ModelConfig {
-        ModelConfig {
+    ) -> Result<ModelConfig, ExperimentError> {
+        let mut model = training.model.clone();
+        model.temporal.backbone = model.temporal.backbone.portable()?;
+        Ok(ModelConfig {
             format: saved::FORMAT.into(),
-            model: training.model.clone(),
+            model,
             features: self.corpus.features.clone(),
             feature_stats: plan.feature_stats.clone(),
             labels: plan.labels.clone(),
@@ -408,10 +448,10 @@ impl SplitRun<'_> {
                 epochs_run: outcome.logs.len(),
                 best_epoch: outcome.best_epoch,
                 best_validation_ua: outcome.best_validation_ua,
-                seconds: outcome.logs.iter().map(|log| log.seconds).sum(),
+                seconds: outcome.seconds,
                 cross_validation: self.config.cross_validation.clone(),
             }),
-        }
+        })
     }
 }
 
@@ -697,16 +737,17 @@ fn add_noisy_copies(
     let setting = setting.finalize();
     set.hash_files()?;
     let keys = set.keys.clone();
-    let made: Vec<Result<(Example, blake3::Hash), AugmentError>> = (1..=NOISY_COPIES)
+    let made: Vec<(usize, Result<(Example, blake3::Hash), AugmentError>)> = (1..=NOISY_COPIES)
         .flat_map(|copy| {
             set.examples
                 .iter()
                 .zip(&keys)
-                .map(move |(example, key)| (copy, example, key))
+                .enumerate()
+                .map(move |(i, (example, key))| (copy, i, example, key))
         })
         .collect::<Vec<_>>()
         .into_par_iter()
-        .map(|(copy, example, key)| {
+        .map(|(copy, i, example, key)| {
             let mut id = blake3::Hasher::new();
             id.update(key.as_bytes());
             id.update(setting.as_bytes());
@@ -714,15 +755,16 @@ fn add_noisy_copies(
             id.update(&seed.to_le_bytes());
             let id = id.finalize();
             let mut rng = ChaCha8Rng::from_seed(*id.as_bytes());
-            augment.noisy_copy(example, &mut rng).map(|e| (e, id))
+            (i, augment.noisy_copy(example, &mut rng).map(|e| (e, id)))
         })
         .collect();
     let mut failed = 0;
-    for copy in made {
+    for (clean, copy) in made {
         match copy {
             Ok((example, key)) => {
                 set.examples.push(example);
                 set.keys.push(key);
+                set.clips.push(set.clips[clean]);
             }
             Err(_) => failed += 1,
         }
@@ -735,13 +777,69 @@ fn add_noisy_copies(
     Ok(())
 }
 
-/// Gives every example its frozen encoder's hidden states, from the cache
+/// Where a frozen encoder's hidden states are kept between runs.
+struct HiddenCaches {
+    /// Every frame of every layer.
+    frames: FeatureCache,
+    /// Each layer's mean over frames, for models that pool by means: when
+    /// set, examples get these (one frame, the same pooled embedding) and
+    /// `frames` is read, never written.
+    means: Option<FeatureCache>,
+}
+
+impl HiddenCaches {
+    /// A clip's stored states, in the form examples get them.
+    fn get(&self, key: &blake3::Hash, layers: usize) -> Result<Option<HiddenStates>, ExperimentError> {
+        let Some(means) = &self.means else {
+            return Ok(self.frames.get(key).map(|matrix| from_matrix(matrix, layers)));
+        };
+        if let Some(matrix) = means.get(key) {
+            return Ok(Some(from_matrix(matrix, layers)));
+        }
+        match self.frames.get(key) {
+            Some(matrix) => self.put(key, from_matrix(matrix, layers)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a clip's states; returns them in the form examples get them.
+    fn put(&self, key: &blake3::Hash, states: HiddenStates) -> Result<HiddenStates, ExperimentError> {
+        let (cache, states) = match &self.means {
+            Some(means) => (means, frame_means(&states)),
+            None => (&self.frames, states),
+        };
+        cache.put(key, &to_matrix(&states))?;
+        Ok(states)
+    }
+}
+
+/// Each layer's mean over the frames, as states of one frame.
+fn frame_means(states: &HiddenStates) -> HiddenStates {
+    let (frames, hidden) = (states.frames.max(1), states.hidden);
+    let data = states
+        .data
+        .chunks_exact(states.frames * hidden)
+        .flat_map(|layer| {
+            (0..hidden)
+                .map(move |j| layer.iter().skip(j).step_by(hidden).map(|&v| f64::from(v)).sum::<f64>() / frames as f64)
+        })
+        .map(|v| v as f32)
+        .collect();
+    HiddenStates {
+        layers: states.layers,
+        frames: 1,
+        hidden,
+        data,
+    }
+}
+
+/// Gives every example its frozen encoder's hidden states, from the caches
 /// (keyed by [`ExampleSet::keys`]), computing (in batches of clips of
 /// similar length) and storing the missing ones.
 fn attach_hidden_states(
     set: &mut ExampleSet,
     frozen: &FrozenBackbone,
-    cache: &FeatureCache,
+    caches: &HiddenCaches,
     device: &Device,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(), ExperimentError> {
@@ -749,8 +847,8 @@ fn attach_hidden_states(
     let layers = frozen.n_layers();
     let mut missing = Vec::new();
     for (i, key) in set.keys.iter().enumerate() {
-        match cache.get(key) {
-            Some(matrix) => set.examples[i].temporal = Some(TemporalSource::Hidden(from_matrix(matrix, layers).into())),
+        match caches.get(key, layers)? {
+            Some(states) => set.examples[i].temporal = Some(TemporalSource::Hidden(states.into())),
             None => missing.push(i),
         }
     }
@@ -790,7 +888,7 @@ fn attach_hidden_states(
                 hidden,
                 data,
             };
-            cache.put(&set.keys[i], &to_matrix(&states))?;
+            let states = caches.put(&set.keys[i], states)?;
             set.examples[i].temporal = Some(TemporalSource::Hidden(states.into()));
         }
         on_event(Event::HiddenStates {

@@ -312,6 +312,19 @@ impl TrainingProgress {
                 }
                 return;
             }
+            Event::Probe(report) => {
+                let grid: Vec<String> = report
+                    .grid
+                    .iter()
+                    .map(|(c, ua)| format!("{c:e} {:.2}", 100.0 * ua))
+                    .collect();
+                return eprintln!(
+                    "linear probe: C = {:e} chosen by {} inner speaker folds (inner UA by C: {})",
+                    report.c,
+                    report.inner_folds,
+                    grid.join(", ")
+                );
+            }
             Event::Warning(warning) => return eprintln!("warning: {warning}"),
         };
         let bar = self.stages.entry(stage).or_insert_with(|| progress_bar(0, stage));
@@ -341,6 +354,15 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
     );
     model.temporal.layers = options.temporal_layers;
     model.temporal.pooling = options.temporal_pooling;
+    if options.temporal_pooling == TemporalPooling::Mean {
+        // A linear probe: fitted on the frozen encoder's pooled states, with a linear classifier.
+        if options.model != ModelKind::Temporal || model.temporal.backbone.is_trained() {
+            bail!(
+                "--temporal-pooling mean fits a linear probe on a frozen encoder: it needs --model temporal and a pretrained --backbone (not scratch or --finetune)"
+            );
+        }
+        model.classifier_hidden = 0;
+    }
     Ok(ExperimentConfig {
         training: TrainingConfig {
             model,

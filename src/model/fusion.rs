@@ -52,6 +52,7 @@ pub struct EmotionModelConfig {
     pub kind: ModelKind,
     pub spectral: SpectralCnnConfig,
     pub temporal: TemporalConfig,
+    /// Width of the classifier's hidden layer; 0: a linear classifier.
     pub classifier_hidden: usize,
     pub dropout: f64,
     pub n_classes: usize,
@@ -116,45 +117,66 @@ impl EmotionModelConfig {
                 count = count.saturating_add(encoder.parameter_count());
             }
         }
-        let classifier_in = if self.kind == ModelKind::FusionConcat {
-            d.saturating_mul(2)
-        } else {
-            d
+        let classifier = match self.classifier_hidden {
+            0 => self.classifier_in().saturating_mul(self.n_classes),
+            hidden => self
+                .classifier_in()
+                .saturating_mul(hidden)
+                .saturating_add(hidden.saturating_mul(self.n_classes)),
         };
         count
-            .saturating_add(classifier_in.saturating_mul(self.classifier_hidden))
-            .saturating_add(self.classifier_hidden.saturating_mul(self.n_classes))
+            .saturating_add(classifier)
             .saturating_add(d.saturating_mul(d).saturating_mul(2))
+    }
+
+    /// Width of what the classifier reads: the one stream's embedding, or
+    /// both side by side (concatenation), or their gated mix.
+    pub fn classifier_in(&self) -> usize {
+        let spectral = self.d_model();
+        let temporal = self.temporal.embedding_width();
+        match self.kind {
+            ModelKind::Spectral | ModelKind::FusionGated => spectral,
+            ModelKind::Temporal => temporal,
+            ModelKind::FusionConcat => spectral.saturating_add(temporal),
+        }
     }
 
     /// A new model; a trained temporal encoder may start from pretrained weights.
     pub fn init(&self, encoder: Option<Wav2Vec2>, device: &Device) -> EmotionModel {
         let d = self.d_model();
-        let classifier_in = if self.kind == ModelKind::FusionConcat { 2 * d } else { d };
+        let classifier_in = self.classifier_in();
+        let output_in = match self.classifier_hidden {
+            0 => classifier_in,
+            hidden => hidden,
+        };
         EmotionModel {
             spectral: self.kind.has_spectral().then(|| self.spectral.init(device)),
             temporal: self.kind.has_temporal().then(|| self.temporal.init(encoder, device)),
             gate: (self.kind == ModelKind::FusionGated).then(|| LinearConfig::new(2 * d, d).init(device)),
             classifier: Classifier {
-                hidden: LinearConfig::new(classifier_in, self.classifier_hidden).init(device),
+                hidden: (self.classifier_hidden > 0)
+                    .then(|| LinearConfig::new(classifier_in, self.classifier_hidden).init(device)),
                 dropout: DropoutConfig::new(self.dropout).init(),
-                output: LinearConfig::new(self.classifier_hidden, self.n_classes).init(device),
+                output: LinearConfig::new(output_in, self.n_classes).init(device),
             },
         }
     }
 }
 
-/// Linear → GELU → dropout → linear.
+/// Linear → GELU → dropout → linear, or one linear layer (no `hidden`).
 #[derive(Module, Debug)]
 pub struct Classifier {
-    pub hidden: Linear,
+    pub hidden: Option<Linear>,
     pub dropout: Dropout,
     pub output: Linear,
 }
 
 impl Classifier {
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.output.forward(self.dropout.forward(gelu(self.hidden.forward(x))))
+        match &self.hidden {
+            Some(hidden) => self.output.forward(self.dropout.forward(gelu(hidden.forward(x)))),
+            None => self.output.forward(x),
+        }
     }
 }
 

@@ -60,27 +60,46 @@ impl AttentivePooling {
     }
 }
 
+/// Mean over the frames that are not padding.
+///
+/// # Shapes
+/// - frames: `[batch, time, d]`
+/// - padding: `[batch, time]`, true where a frame is padding
+/// - output: (`[batch, d]`, `[batch, time]` the mean's weights, uniform
+///   over the real frames — the α explanations draw)
+pub fn mean(frames: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> (Tensor<2>, Tensor<2>) {
+    let [batch, _, d] = frames.dims();
+    let weights = frame_weights(&frames, padding);
+    let mean = (frames * weights.clone().unsqueeze_dim::<3>(2)).sum_dim(1); // [b, 1, d]
+    (mean.reshape([batch, d]), weights)
+}
+
 /// Mean and standard deviation over the frames that are not padding.
 ///
 /// # Shapes
 /// - frames: `[batch, time, d]`
 /// - padding: `[batch, time]`, true where a frame is padding
-/// - output: (`[batch, 2 · d]`: mean then std, `[batch, time]` the mean's
-///   weights, uniform over the real frames — the α explanations draw)
+/// - output: (`[batch, 2 · d]`: mean then std, `[batch, time]` the mean's weights)
 pub fn statistics(frames: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> (Tensor<2>, Tensor<2>) {
-    let [batch, time, d] = frames.dims();
-    let real = match padding {
-        Some(padding) => padding.bool_not().float(),
-        None => Tensor::ones([batch, time], &frames.device()),
-    };
-    // A clip with every frame left out (an explanation's empty coalition) pools to zeros, not NaN.
-    let weights = real.clone() / real.sum_dim(1).clamp_min(1.0); // [b, t]
+    let [batch, _, d] = frames.dims();
+    let weights = frame_weights(&frames, padding);
     let w = weights.clone().unsqueeze_dim::<3>(2); // [b, t, 1]
     let mean = (frames.clone() * w.clone()).sum_dim(1); // [b, 1, d]
     let variance = ((frames - mean.clone()).square() * w).sum_dim(1);
     let std = (variance + 1e-6).sqrt();
     let pooled = Tensor::cat(vec![mean, std], 2).reshape([batch, 2 * d]);
     (pooled, weights)
+}
+
+/// `[batch, time]`: each real frame's share of its clip, `1 / frames`, and 0 for padding.
+fn frame_weights(frames: &Tensor<3>, padding: Option<Tensor<2, Bool>>) -> Tensor<2> {
+    let [batch, time, _] = frames.dims();
+    let real = match padding {
+        Some(padding) => padding.bool_not().float(),
+        None => Tensor::ones([batch, time], &frames.device()),
+    };
+    // A clip with every frame left out (an explanation's empty coalition) pools to zeros, not NaN.
+    real.clone() / real.sum_dim(1).clamp_min(1.0)
 }
 
 /// `[batch, frames]`: true where frame `t` is at or past clip `i`'s `n_frames[i]`.

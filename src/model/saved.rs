@@ -10,7 +10,7 @@ use burn::store::{HalfPrecisionAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::fusion::{EmotionModel, EmotionModelConfig};
+use super::fusion::{EmotionModel, EmotionModelConfig, ModelKind};
 use crate::features::{FeatureConfig, FeatureStats};
 use crate::persist;
 
@@ -188,7 +188,6 @@ impl ModelConfig {
             ("spectral attention_dim", spectral.attention_dim),
             ("temporal d_model", model.temporal.d_model),
             ("temporal attention_dim", model.temporal.attention_dim),
-            ("classifier_hidden", model.classifier_hidden),
             ("n_classes", model.n_classes),
         ];
         if let Some((name, _)) = sizes.iter().find(|(_, size)| *size == 0) {
@@ -202,10 +201,11 @@ impl ModelConfig {
             ));
         }
         if model.kind.has_temporal() {
-            if model.temporal.d_model != model.d_model() {
+            let width = model.temporal.embedding_width();
+            let concatenated = matches!(model.kind, ModelKind::Temporal | ModelKind::FusionConcat);
+            if width != model.d_model() && !concatenated {
                 return Err(format!(
-                    "the temporal stream is {} wide, the fusion {}",
-                    model.temporal.d_model,
+                    "the temporal stream is {width} wide, the fusion {}",
                     model.d_model()
                 ));
             }
@@ -228,12 +228,15 @@ impl ModelConfig {
                 return Err(format!("feature_stats: want {n} finite means and positive deviations"));
             }
         }
-        let means = [&self.embedding_means.spectral, &self.embedding_means.temporal];
-        if means
+        let means = [
+            (&self.embedding_means.spectral, model.d_model()),
+            (&self.embedding_means.temporal, model.temporal.embedding_width()),
+        ];
+        if let Some((_, width)) = means
             .iter()
-            .any(|m| m.as_ref().is_some_and(|m| m.len() != model.d_model()))
+            .find(|(m, width)| m.as_ref().is_some_and(|m| m.len() != *width))
         {
-            return Err(format!("embedding_means: want {} values per stream", model.d_model()));
+            return Err(format!("embedding_means: want {width} values for the stream"));
         }
         let parameters = model.parameter_count();
         if parameters > MAX_PARAMETERS {

@@ -3,7 +3,9 @@
 //! encoder on its log-mel front end), a learnable softmax-weighted sum of its
 //! hidden layers (the SUPERB / EmoBox recipe) or a projection of all of them
 //! side by side, a projection to the fusion width, and attentive temporal
-//! pooling or statistics pooling (mean and std over frames, then a projection).
+//! pooling, statistics pooling (mean and std over frames, then a projection),
+//! or a linear probe's input (the mean over frames of the encoder's raw
+//! hidden states, standardised with the training clips' statistics).
 //!
 //! A frozen pretrained encoder is not part of this module: its hidden states
 //! are computed (or read from the cache) outside and handed to
@@ -18,7 +20,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::pooling::{AttentivePooling, AttentivePoolingConfig, padding_mask, statistics};
+use super::pooling::{AttentivePooling, AttentivePoolingConfig, mean, padding_mask, statistics};
 use super::spectral_cnn::StreamOutput;
 use super::wav2vec2::{Preprocessor, Wav2Vec2, Wav2Vec2Config, Wav2Vec2Output};
 use super::whisper::{WhisperConfig, WhisperEncoder, WhisperMel, WhisperMode};
@@ -39,10 +41,15 @@ pub enum BackboneConfig {
         finetune: bool,
     },
     /// A pretrained Whisper encoder folder (`emofuse backbone convert`), frozen.
+    /// A saved model names the installed whisper-base by [`WHISPER_BASE`]
+    /// and the sha256 of its weights (see [`BackboneConfig::portable`]).
     Whisper {
         path: PathBuf,
         encoder: WhisperConfig,
         mode: WhisperMode,
+        /// The weights the model was trained on; others are refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
 }
 
@@ -59,13 +66,7 @@ impl BackboneConfig {
                     encoder: Wav2Vec2Config::small(),
                 });
             }
-            "whisper-base" => {
-                let dir = crate::persist::cache_root().join("backbones/whisper-base");
-                if !dir.join("model.safetensors").is_file() {
-                    return Err(BackboneError::NotInstalled { dir });
-                }
-                dir
-            }
+            WHISPER_BASE => installed_whisper_base()?,
             dir => PathBuf::from(dir),
         };
         Self::from_dir(&dir, finetune, whisper_mode)
@@ -93,6 +94,7 @@ impl BackboneConfig {
                 path,
                 encoder,
                 mode: whisper_mode,
+                sha256: None,
             });
         }
         let encoder = Wav2Vec2Config::from_file(&config_path)?;
@@ -171,6 +173,25 @@ impl BackboneConfig {
         }
     }
 
+    /// As a saved model names it: the installed whisper-base by
+    /// [`WHISPER_BASE`] and the sha256 of its weights instead of this
+    /// machine's path, so that the model works wherever whisper-base is
+    /// installed and nowhere else. Other backbones stay as they are.
+    pub fn portable(&self) -> Result<BackboneConfig, BackboneError> {
+        let installed = crate::persist::cache_root().join(WHISPER_BASE_DIR).canonicalize();
+        match self {
+            BackboneConfig::Whisper {
+                path, encoder, mode, ..
+            } if installed.is_ok_and(|dir| dir == *path) => Ok(BackboneConfig::Whisper {
+                path: PathBuf::from(WHISPER_BASE),
+                encoder: encoder.clone(),
+                mode: *mode,
+                sha256: Some(sha256_of(&path.join(WHISPER_WEIGHTS))?),
+            }),
+            other => Ok(other.clone()),
+        }
+    }
+
     /// The whole configuration as one string: the hidden-state cache's key,
     /// which changes whenever the encoder's output would.
     pub fn identity(&self) -> String {
@@ -214,8 +235,44 @@ pub enum TemporalPooling {
     Attentive,
     /// Mean and standard deviation over frames of the combined layers, then
     /// the projection to the fusion width (on the pooled vector, not per
-    /// frame: with concatenated layers, a linear probe's input).
+    /// frame).
     Statistics,
+    /// A linear probe's input: the mean over frames of the hidden states as
+    /// the encoder gives them (not normalised per frame: their scale is
+    /// information), standardised per feature with the training clips'
+    /// statistics, not projected. The classifier on it is linear and fitted
+    /// as a logistic regression (`train::probe`), not trained by epochs.
+    Mean,
+}
+
+/// What `--backbone` and saved models call the Whisper-base installed by
+/// `scripts/get-whisper-base.sh` under the cache root.
+pub const WHISPER_BASE: &str = "whisper-base";
+const WHISPER_BASE_DIR: &str = "backbones/whisper-base";
+const WHISPER_WEIGHTS: &str = "model.safetensors";
+
+/// The installed whisper-base's folder.
+fn installed_whisper_base() -> Result<PathBuf, BackboneError> {
+    let dir = crate::persist::cache_root().join(WHISPER_BASE_DIR);
+    if !dir.join(WHISPER_WEIGHTS).is_file() {
+        return Err(BackboneError::NotInstalled { dir });
+    }
+    Ok(dir)
+}
+
+/// Hex sha256 of a file's bytes.
+fn sha256_of(path: &Path) -> Result<String, BackboneError> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path).map_err(|source| BackboneError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    std::io::copy(&mut file, &mut hasher).map_err(|source| BackboneError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// The temporal stream.
@@ -227,11 +284,37 @@ pub struct TemporalStream {
     /// ([`LayerCombination::Mix`] only).
     pub layer_weights: Option<Param<Tensor<1>>>,
     /// To the fusion width: each frame (attentive pooling) or the pooled
-    /// `[mean; std]` (statistics pooling).
-    pub projection: Linear,
+    /// `[mean; std]` (statistics pooling); none for [`TemporalPooling::Mean`].
+    pub projection: Option<Linear>,
     pub dropout: Dropout,
     /// [`TemporalPooling::Attentive`] only.
     pub pooling: Option<AttentivePooling>,
+    /// [`TemporalPooling::Mean`] only.
+    pub standardization: Option<Standardization>,
+}
+
+/// `(x − mean) · scale` per feature, with the training clips' mean and
+/// 1 / std: set when the probe is fitted, never trained.
+#[derive(Module, Debug)]
+pub struct Standardization {
+    pub mean: Param<Tensor<1>>,
+    pub scale: Param<Tensor<1>>,
+}
+
+impl Standardization {
+    /// The identity on `width` features (a probe not fitted yet).
+    pub fn identity(width: usize, device: &Device) -> Standardization {
+        Standardization {
+            mean: Param::from_tensor(Tensor::zeros([width], device)),
+            scale: Param::from_tensor(Tensor::ones([width], device)),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, width]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        (x - self.mean.val().unsqueeze::<2>()) * self.scale.val().unsqueeze::<2>()
+    }
 }
 
 impl TemporalConfig {
@@ -247,23 +330,34 @@ impl TemporalConfig {
             })
         });
         let n_layers = self.backbone.n_layers();
-        let projection_in = self.frame_width()
-            * match self.pooling {
-                TemporalPooling::Attentive => 1,
-                TemporalPooling::Statistics => 2,
-            };
+        let projection_in = match self.pooling {
+            TemporalPooling::Attentive => Some(self.frame_width()),
+            TemporalPooling::Statistics => Some(2 * self.frame_width()),
+            TemporalPooling::Mean => None,
+        };
         TemporalStream {
             encoder,
             // Equal weights to start: the plain mean of the layers.
             layer_weights: (self.layers == LayerCombination::Mix)
                 .then(|| Param::from_tensor(Tensor::zeros([n_layers], device))),
-            projection: LinearConfig::new(projection_in, self.d_model).init(device),
+            projection: projection_in.map(|d_in| LinearConfig::new(d_in, self.d_model).init(device)),
             dropout: DropoutConfig::new(self.dropout).init(),
             pooling: (self.pooling == TemporalPooling::Attentive).then(|| {
                 AttentivePoolingConfig::new(self.d_model)
                     .with_d_attention(self.attention_dim)
                     .init(device)
             }),
+            standardization: (self.pooling == TemporalPooling::Mean)
+                .then(|| Standardization::identity(self.frame_width(), device)),
+        }
+    }
+
+    /// Width of the stream's embedding: the fusion width, or for
+    /// [`TemporalPooling::Mean`] the combined layers' width.
+    pub fn embedding_width(&self) -> usize {
+        match self.pooling {
+            TemporalPooling::Mean => self.frame_width(),
+            TemporalPooling::Attentive | TemporalPooling::Statistics => self.d_model,
         }
     }
 
@@ -282,15 +376,16 @@ impl TemporalConfig {
             LayerCombination::Mix => self.backbone.n_layers(),
             LayerCombination::Concat => 0,
         };
-        let (projection_in, pooling) = match self.pooling {
+        let (projection, pooling) = match self.pooling {
             TemporalPooling::Attentive => (
-                self.frame_width(),
+                self.frame_width().saturating_mul(d),
                 d.saturating_mul(self.attention_dim).saturating_mul(2),
             ),
-            TemporalPooling::Statistics => (self.frame_width().saturating_mul(2), 0),
+            TemporalPooling::Statistics => (self.frame_width().saturating_mul(2).saturating_mul(d), 0),
+            // The standardisation's mean and scale.
+            TemporalPooling::Mean => (0, self.frame_width().saturating_mul(2)),
         };
-        mix.saturating_add(projection_in.saturating_mul(d))
-            .saturating_add(pooling)
+        mix.saturating_add(projection).saturating_add(pooling)
     }
 }
 
@@ -312,9 +407,14 @@ impl TemporalStream {
     pub fn forward_hidden(&self, hidden_states: Vec<Tensor<3>>, n_frames: &[usize]) -> StreamOutput {
         let [batch, frames, hidden] = hidden_states[0].dims();
         let n_layers = hidden_states.len();
+        let stacked = Tensor::stack::<4>(hidden_states, 0); // [layers, b, t, h]
         // Each layer normalised per frame (SUPERB's `normalize`): pretrained
-        // encoders' layers differ in scale by orders of magnitude.
-        let stacked = layer_norm_last(Tensor::stack::<4>(hidden_states, 0)); // [layers, b, t, h]
+        // encoders' layers differ in scale by orders of magnitude. A probe
+        // standardises after pooling instead.
+        let stacked = match self.standardization {
+            Some(_) => stacked,
+            None => layer_norm_last(stacked),
+        };
         let combined = match &self.layer_weights {
             Some(weights) => {
                 let weights = softmax(weights.val(), 0).reshape([n_layers, 1, 1, 1]);
@@ -324,10 +424,10 @@ impl TemporalStream {
                 .permute([1, 2, 0, 3])
                 .reshape([batch, frames, n_layers * hidden]), // [b, t, layers · h]
         };
-        // Attentive pooling weighs projected frames; statistics pool the combined layers as they are.
-        let x = match self.pooling {
-            Some(_) => self.dropout.forward(gelu(self.projection.forward(combined))), // [b, t, d]
-            None => combined,
+        // Attentive pooling weighs projected frames; statistics and means pool the combined layers as they are.
+        let x = match (&self.pooling, &self.projection) {
+            (Some(_), Some(projection)) => self.dropout.forward(gelu(projection.forward(combined))), // [b, t, d]
+            _ => combined,
         };
         let padding = padding_mask(n_frames, frames, &x.device());
         let dims = x.dims();
@@ -344,12 +444,17 @@ impl TemporalStream {
     /// Pools the stream's frames `[batch, time, width]` (padding: true where a
     /// frame is left out) into the embedding `[batch, d]`, with the weight of each frame.
     pub fn pool(&self, frames: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> (Tensor<2>, Tensor<2>) {
-        match &self.pooling {
-            Some(attentive) => attentive.forward(frames, padding),
-            None => {
-                let (pooled, weights) = statistics(frames, padding);
-                (gelu(self.projection.forward(self.dropout.forward(pooled))), weights)
+        match (&self.pooling, &self.standardization, &self.projection) {
+            (Some(attentive), _, _) => attentive.forward(frames, padding),
+            (None, Some(standardization), _) => {
+                let (pooled, weights) = mean(frames, padding);
+                (standardization.forward(pooled), weights)
             }
+            (None, None, Some(projection)) => {
+                let (pooled, weights) = statistics(frames, padding);
+                (gelu(projection.forward(self.dropout.forward(pooled))), weights)
+            }
+            (None, None, None) => unreachable!("a stream pools attentively, by statistics or by means"),
         }
     }
 }
@@ -381,6 +486,12 @@ pub enum BackboneError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("whisper-base is not installed: {} has no model.safetensors (scripts/get-whisper-base.sh fetches it)", dir.display())]
     NotInstalled { dir: PathBuf },
+    #[error("{}: sha256 {found}, but the model was trained on whisper-base weights with sha256 {expected} (scripts/get-whisper-base.sh installs those)", path.display())]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error("{}: Whisper backbones are frozen and cannot be fine-tuned", path.display())]
     FrozenWhisper { path: PathBuf },
     #[error("`scratch` is not a pretrained encoder: name whisper-base or a checkpoint folder")]
@@ -395,8 +506,23 @@ impl FrozenBackbone {
                 encoder: Box::new(super::wav2vec2::load(path, device)?.0),
                 device: device.clone(),
             },
-            BackboneConfig::Whisper { path, mode, .. } => {
-                let (encoder, config) = super::whisper::load(path, device)?;
+            BackboneConfig::Whisper { path, mode, sha256, .. } => {
+                let path = if path == Path::new(WHISPER_BASE) {
+                    installed_whisper_base()?
+                } else {
+                    path.clone()
+                };
+                if let Some(expected) = sha256 {
+                    let found = sha256_of(&path.join(WHISPER_WEIGHTS))?;
+                    if found != *expected {
+                        return Err(BackboneError::Checksum {
+                            path: path.join(WHISPER_WEIGHTS),
+                            expected: expected.clone(),
+                            found,
+                        });
+                    }
+                }
+                let (encoder, config) = super::whisper::load(&path, device)?;
                 FrozenBackbone::Whisper {
                     encoder: Box::new(encoder),
                     front_end: WhisperMel::new(config.num_mel_bins),

@@ -13,15 +13,17 @@
 mod checkpoint;
 mod config;
 mod loss;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +34,7 @@ use crate::augment::WaveAugment;
 use crate::eval::{Metrics, argmax_rows};
 use crate::model::fusion::EmotionModel;
 use crate::model::input::{self, Example};
-use crate::model::temporal::FrozenBackbone;
+use crate::model::temporal::{FrozenBackbone, TemporalPooling};
 use crate::model::wav2vec2::Wav2Vec2;
 use crate::persist;
 use checkpoint::{Checkpoint, RunState};
@@ -112,6 +114,8 @@ pub enum Event {
         done: usize,
         total: usize,
     },
+    /// The linear probe's strength was chosen (a [`TemporalPooling::Mean`] model).
+    Probe(probe::ProbeReport),
     /// Something the user should know that does not stop the run.
     Warning(String),
 }
@@ -123,6 +127,8 @@ pub struct Outcome {
     pub logs: Vec<EpochLog>,
     pub best_epoch: usize,
     pub best_validation_ua: Option<f64>,
+    /// Time spent training (all sessions of a resumed run).
+    pub seconds: f64,
     /// `true` when stopped by the caller's flag (Ctrl-C) before the end.
     pub interrupted: bool,
 }
@@ -215,6 +221,7 @@ impl TrainRun<'_> {
         };
         Ok(Outcome {
             model: model.valid(),
+            seconds: state.logs.iter().map(|log| log.seconds).sum(),
             logs: state.logs,
             best_epoch: state.best_epoch,
             best_validation_ua: state.best_ua,
@@ -362,6 +369,81 @@ impl TrainRun<'_> {
         state.augment_failures = 0;
         Ok(log)
     }
+}
+
+/// A [`TemporalPooling::Mean`] model, fitted rather than trained: its
+/// temporal stream pools each training clip once, and the standardisation
+/// and linear classifier are a [`probe`] fitted on those embeddings
+/// (`speakers[i]` is example `i`'s speaker, for the inner folds). Writes
+/// `probe.json` (how `C` was chosen) in `run_dir`.
+pub fn fit_probe(
+    run_dir: &Path,
+    config: &TrainingConfig,
+    train: &[Example],
+    speakers: &[&str],
+    frozen: Option<&FrozenBackbone>,
+    device: &Device,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(Outcome, probe::Probe), TrainError> {
+    assert_eq!(
+        config.model.temporal.pooling,
+        TemporalPooling::Mean,
+        "a probe pools by means"
+    );
+    assert_eq!(config.model.classifier_hidden, 0, "a probe's classifier is linear");
+    if train.is_empty() {
+        return Err(TrainError::NoData);
+    }
+    let started = Instant::now();
+    let mut model = config.model.init(None, device);
+    let width = config.model.temporal.embedding_width();
+    let mut x = Vec::with_capacity(train.len() * width);
+    for batch in train.chunks(config.batch_size.max(1)) {
+        let examples: Vec<&Example> = batch.iter().collect();
+        let output = model.forward(input::model_input(&config.model, &examples, frozen, device));
+        let embedding = output.temporal.expect("a probe has a temporal stream").embedding;
+        x.extend(embedding.into_data().convert::<f32>().iter::<f32>());
+    }
+    let labels: Vec<usize> = train.iter().map(|e| e.label).collect();
+    let data = probe::ProbeData {
+        x: &x,
+        width,
+        labels: &labels,
+        speakers,
+        n_classes: config.model.n_classes,
+    };
+    let fitted = probe::fit(&data, device);
+    on_event(Event::Probe(fitted.report.clone()));
+    persist::write_atomic(
+        &run_dir.join(probe::REPORT_FILE),
+        &serde_json::to_vec_pretty(&fitted.report).expect("a report serialises"),
+    )
+    .map_err(|source| TrainError::Write {
+        path: run_dir.join(probe::REPORT_FILE),
+        source,
+    })?;
+    let stream = model.temporal.as_mut().expect("a probe has a temporal stream");
+    let standardization = stream.standardization.as_mut().expect("mean pooling standardises");
+    let vector = |values: &[f32]| Tensor::<1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device);
+    standardization.mean = Param::from_tensor(vector(&fitted.mean));
+    standardization.scale = Param::from_tensor(vector(&fitted.scale));
+    let k = config.model.n_classes;
+    let output = &mut model.classifier.output;
+    output.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(fitted.weight.clone(), [width, k]),
+        device,
+    ));
+    output.bias = Some(Param::from_tensor(vector(&fitted.bias)));
+    // Fitted in one go: no epochs.
+    let outcome = Outcome {
+        model,
+        logs: Vec::new(),
+        best_epoch: 0,
+        best_validation_ua: None,
+        seconds: started.elapsed().as_secs_f64(),
+        interrupted: false,
+    };
+    Ok((outcome, fitted))
 }
 
 /// `model` with the weights of a checkpoint's record bytes.
