@@ -322,7 +322,7 @@ impl SplitRun<'_> {
                 self.device,
                 on_event,
             )?;
-            (outcome, Some(probe.out_of_fold))
+            (outcome, probe.out_of_fold)
         } else {
             let outcome = TrainRun {
                 run_dir: self.out_dir,

@@ -48,7 +48,9 @@ pub struct Probe {
     /// Each training clip's class probabilities from the inner model that
     /// did not see its speaker, at the chosen `C` (`[clips, classes]`): what
     /// calibration is fitted on when no validation speakers are held out.
-    pub out_of_fold: Vec<f32>,
+    /// `None` with one training speaker: its inner folds share the speaker,
+    /// and a temperature fitted on them would be over-confident.
+    pub out_of_fold: Option<Vec<f32>>,
 }
 
 /// How `C` was chosen, as written to `probe.json`.
@@ -100,6 +102,7 @@ pub fn fit(data: &ProbeData, device: &Device) -> Probe {
         }
     }
     let (c, _, out_of_fold) = best.expect("C_GRID is not empty");
+    let speaker_grouped = data.speakers.iter().any(|&s| s != data.speakers[0]);
     let model = Fitted::new(data, &all, c, device);
     Probe {
         mean: model.mean,
@@ -111,7 +114,7 @@ pub fn fit(data: &ProbeData, device: &Device) -> Probe {
             inner_folds: folds.len(),
             grid,
         },
-        out_of_fold,
+        out_of_fold: speaker_grouped.then_some(out_of_fold),
     }
 }
 
@@ -450,7 +453,7 @@ mod tests {
         };
         let probe = fit(&data, &device);
         assert!(C_GRID.contains(&probe.report.c));
-        assert_eq!(probe.out_of_fold.len(), 90 * 3);
+        assert_eq!(probe.out_of_fold.map(|p| p.len()), Some(90 * 3));
         let rows: Vec<usize> = (0..90).collect();
         let gram = Fitted::with_design(&data, &rows, 0.1, true, &device);
         let plain = Fitted::with_design(&data, &rows, 0.1, false, &device);
