@@ -18,11 +18,38 @@ use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone};
 use crate::model::wav2vec2::Preprocessor;
 use crate::model::whisper::WhisperMode;
 
-/// `config.json` and `model.safetensors` of the default model, built into the
-/// binary so that `emofuse predict` works with nothing else installed (how it
-/// was trained: `models/default/README.md`).
-const BUILTIN_CONFIG: &[u8] = include_bytes!("../models/default/config.json");
-const BUILTIN_WEIGHTS: &[u8] = include_bytes!("../models/default/model.safetensors");
+/// The models built into the binary (`config.json` and `model.safetensors`
+/// of `models/<name>/`, whose README says how each was trained).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuiltinModel {
+    /// The small spectral model: works with nothing else installed.
+    Default,
+    /// A linear probe on the frozen Whisper-base encoder (needs
+    /// `scripts/get-whisper-base.sh`; the head names the backbone by sha256).
+    Whisper,
+}
+
+impl BuiltinModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltinModel::Default => "default",
+            BuiltinModel::Whisper => "whisper",
+        }
+    }
+
+    fn files(self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            BuiltinModel::Default => (
+                include_bytes!("../models/default/config.json"),
+                include_bytes!("../models/default/model.safetensors"),
+            ),
+            BuiltinModel::Whisper => (
+                include_bytes!("../models/whisper/config.json"),
+                include_bytes!("../models/whisper/model.safetensors"),
+            ),
+        }
+    }
+}
 
 /// Why a predictor could not be made or could not read a clip.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +58,8 @@ pub enum InferError {
     Audio(#[from] AudioError),
     #[error(transparent)]
     ModelDir(#[from] ModelDirError),
-    #[error("the model's encoder: {0}")]
+    // Transparent: the error names the backbone, and `{:#}` would print a `{0}` twice.
+    #[error(transparent)]
     Backbone(#[from] crate::model::temporal::BackboneError),
     #[error("bad feature settings in the model: {0}")]
     Features(FeatureError),
@@ -144,11 +172,17 @@ impl Predictor {
         Self::from_parts(config, model, device)
     }
 
-    /// The model built into the binary, on `device`.
+    /// The default model built into the binary, on `device`.
     pub fn builtin(device: &Device) -> Result<Predictor, InferError> {
-        let path = Path::new("(built-in model)");
-        let config = ModelConfig::from_json(BUILTIN_CONFIG, path)?;
-        let model = saved::model_from_bytes(&config, BUILTIN_WEIGHTS.to_vec(), path, device)?;
+        Self::named(BuiltinModel::Default, device)
+    }
+
+    /// A model built into the binary, on `device`.
+    pub fn named(which: BuiltinModel, device: &Device) -> Result<Predictor, InferError> {
+        let path = PathBuf::from(format!("(built-in model {})", which.name()));
+        let (config, weights) = which.files();
+        let config = ModelConfig::from_json(config, &path)?;
+        let model = saved::model_from_bytes(&config, weights.to_vec(), &path, device)?;
         Self::from_parts(config, model, device)
     }
 

@@ -241,3 +241,132 @@ fn embed_takes_a_whisper_backbone() {
     let (shape, _) = embed(&[long.to_str().unwrap()], &out.path().join("long.npy"));
     assert_eq!(shape, [1500, hidden], "the first 30 s: 1500 encoder frames");
 }
+
+/// emofuse run with `EMOFUSE_CACHE` set to `cache`.
+fn emofuse_in(cache: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_emofuse"))
+        .env("EMOFUSE_CACHE", cache)
+        .args(args)
+        .output()
+        .expect("emofuse runs")
+}
+
+/// Hex sha256 of a file.
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The single line a failed command printed, which must name `needle`.
+fn one_line_error(output: &std::process::Output, needle: &str) -> String {
+    assert!(!output.status.success(), "it should fail");
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+    stderr
+}
+
+/// A linear-probe head on the installed whisper-base (here the tiny test
+/// checkpoint installed under a fresh cache root) names its backbone by
+/// name and sha256, not by this machine's path: it predicts while that
+/// backbone is installed, is refused with both checksums when another is,
+/// and fails at once with one line naming the fetch script when none is.
+/// The built-in `whisper` model is looked up the same way.
+#[test]
+fn models_on_whisper_base_name_it_by_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let installed = cache.join("backbones/whisper-base");
+    std::fs::create_dir_all(&installed).unwrap();
+    for file in ["config.json", "model.safetensors", "preprocessor_config.json"] {
+        std::fs::copy(golden_dir("whisper").join("hf").join(file), installed.join(file)).unwrap();
+    }
+    let manifest = crate::util::tiny_manifest(dir.path());
+    let model = dir.path().join("probe");
+    let clip = shared_data().join(golden_index("whisper")["clips"]["ravdess"].as_str().unwrap());
+    let clip = clip.to_str().unwrap();
+    let trained = emofuse_in(
+        &cache,
+        &[
+            "train",
+            "--data",
+            manifest.to_str().unwrap(),
+            "--model",
+            "temporal",
+            "--backbone",
+            "whisper-base",
+            "--temporal-layers",
+            "concat",
+            "--temporal-pooling",
+            "mean",
+            "--validation",
+            "0",
+            "--out",
+            model.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let stderr = String::from_utf8_lossy(&trained.stderr);
+    assert!(stderr.contains("linear probe: C = "), "{stderr}");
+    let config: Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    let backbone = &config["model"]["temporal"]["backbone"];
+    let weights = installed.join("model.safetensors");
+    assert_eq!(backbone["path"], "whisper-base", "no local path");
+    assert_eq!(backbone["sha256"], sha256_hex(&weights));
+    assert_eq!(config["model"]["classifier_hidden"], 0, "a linear head");
+    let report: Value = serde_json::from_slice(&std::fs::read(model.join("probe.json")).unwrap()).unwrap();
+    assert_eq!(report["grid"].as_array().unwrap().len(), 5);
+
+    let predict = |model: &str| emofuse_in(&cache, &["predict", "--model", model, clip, "--json"]);
+    let output = predict(model.to_str().unwrap());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let why = dir.path().join("why");
+    let explained = emofuse_in(
+        &cache,
+        &[
+            "explain",
+            clip,
+            "--model",
+            model.to_str().unwrap(),
+            "--json",
+            "--out",
+            why.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        explained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    let e: Value = serde_json::from_slice(&explained.stdout).unwrap();
+    let gap = e[0]["time_segments"]["efficiency_gap"].as_f64().unwrap();
+    assert!(gap.abs() < 1e-5, "time-segment SHAP adds up (gap {gap})");
+    assert!(why.join("explanation.png").is_file());
+    // The tiny checkpoint is not the whisper-base the built-in head was trained on.
+    one_line_error(&predict("whisper"), &sha256_hex(&weights));
+
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, &bytes).unwrap();
+    let refused = one_line_error(&predict(model.to_str().unwrap()), backbone["sha256"].as_str().unwrap());
+    assert!(
+        refused.contains(&sha256_hex(&weights)),
+        "the found checksum too: {refused}"
+    );
+
+    std::fs::remove_dir_all(&installed).unwrap();
+    one_line_error(&predict(model.to_str().unwrap()), "scripts/get-whisper-base.sh");
+    one_line_error(&predict("whisper"), "scripts/get-whisper-base.sh");
+    let out = dir.path().join("why-whisper");
+    let explained = emofuse_in(
+        &cache,
+        &["explain", "--model", "whisper", clip, "--out", out.to_str().unwrap()],
+    );
+    one_line_error(&explained, "scripts/get-whisper-base.sh");
+}

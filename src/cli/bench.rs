@@ -8,7 +8,9 @@ use clap::{Args, Subcommand};
 
 use emofuse::bench::{self, FeaturesReport, ForwardReport, PredictReport};
 
-use super::{DeviceArg, emit, load_predictor, progress_bar};
+use emofuse::infer::BuiltinModel;
+
+use super::{DeviceArg, ModelArg, emit, load_predictor, progress_bar};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -40,9 +42,9 @@ pub struct TrainStepBenchArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictBenchArgs {
-    /// Model directory [default: the model built into emofuse].
+    /// A built-in model (`default`, `whisper`) or a model folder [default: default].
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<ModelArg>,
     /// Corpus folder whose clips are predicted (read into memory first).
     #[arg(long)]
     data: PathBuf,
@@ -115,11 +117,11 @@ fn forward(args: &ForwardBenchArgs) -> Result<()> {
 }
 
 fn predict(args: &PredictBenchArgs) -> Result<()> {
-    let predictor = load_predictor(args.model.as_deref(), &args.device.open()?)?;
-    let model = args
-        .model
-        .as_ref()
-        .map_or("built-in".to_owned(), |m| m.display().to_string());
+    let predictor = load_predictor(args.model.as_ref(), &args.device.open()?)?;
+    let model = args.model.as_ref().map_or_else(
+        || ModelArg::Builtin(BuiltinModel::Default).to_string(),
+        ToString::to_string,
+    );
     let report = PredictReport::measure(&predictor, model, &args.data, args.limit)
         .with_context(|| format!("cannot time predictions on {}", args.data.display()))?;
     emit(args.json, &report)

@@ -13,17 +13,18 @@ use emofuse::explain::{self, ExplainOptions, snr_study};
 use emofuse::noise::SnrReference;
 use emofuse::robustness::SweepConfig;
 
-use super::{DeviceArg, SnrArgs, emit, load_predictor, print_json, progress_bar, report_problems};
+use super::{DeviceArg, ModelArg, SnrArgs, emit, load_predictor, print_json, progress_bar, report_problems};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// Audio files to explain.
     #[arg(required_unless_present = "snr_study")]
     files: Vec<PathBuf>,
-    /// Model directory [default: the model built into emofuse]; with
-    /// --snr-study also a `cv` folder (each fold's model on its test clips).
+    /// A built-in model (`default`, `whisper`) or a model folder [default:
+    /// default]; with --snr-study a model or `cv` folder (each fold's model
+    /// on its test clips).
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<ModelArg>,
     /// Explain this class instead of the predicted one.
     #[arg(long)]
     class: Option<String>,
@@ -71,7 +72,7 @@ pub fn explain(args: &ExplainArgs) -> Result<ExitCode> {
     if args.snr_study {
         return study(args);
     }
-    let predictor = load_predictor(args.model.as_deref(), &args.device.open()?)?;
+    let predictor = load_predictor(args.model.as_ref(), &args.device.open()?)?;
     let class = args
         .class
         .as_deref()
@@ -120,7 +121,11 @@ pub fn explain(args: &ExplainArgs) -> Result<ExitCode> {
 }
 
 fn study(args: &ExplainArgs) -> Result<ExitCode> {
-    let model = args.model.as_ref().expect("clap requires --model");
+    let model = args
+        .model
+        .as_ref()
+        .and_then(ModelArg::folder)
+        .context("--snr-study needs a model or cv folder for --model: it retests on the folder's own test clips")?;
     let noise_dir = args.noise_dir.as_ref().expect("clap requires --noise-dir");
     let data = args.data.as_deref().map(|data| (data, args.dataset));
     let (models, noise) = snr_study::prepare(model, data, noise_dir, args.seed, &args.device.open()?)?;

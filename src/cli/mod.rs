@@ -27,7 +27,7 @@ use emofuse::data::folds::{FoldError, FoldOptions, FoldSource, Protocol, Protoco
 use emofuse::data::{Dataset, DatasetKind};
 use emofuse::device::DeviceChoice;
 use emofuse::experiment::ExperimentError;
-use emofuse::infer::Predictor;
+use emofuse::infer::{BuiltinModel, Predictor};
 use emofuse::train::TrainError;
 
 /// Speech emotion recognition that holds up in real noise and says why.
@@ -213,11 +213,66 @@ pub fn load_corpus(args: &CorpusArgs) -> Result<Dataset> {
     emofuse::data::load(&args.dir, args.dataset).context("cannot read the corpus")
 }
 
-/// Loads `--model`, or the built-in model.
-pub fn load_predictor(model: Option<&Path>, device: &Device) -> Result<Predictor> {
-    match model {
-        Some(dir) => Predictor::load(dir, device).with_context(|| format!("cannot load the model {}", dir.display())),
-        None => Predictor::builtin(device).context("cannot load the built-in model"),
+/// `--model` of the commands that use a trained model: a built-in model's
+/// name, or a folder (anything with a `/`, or an existing directory).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelArg {
+    Builtin(BuiltinModel),
+    Folder(PathBuf),
+}
+
+impl std::str::FromStr for ModelArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ModelArg, String> {
+        if text.contains(std::path::MAIN_SEPARATOR) || text.contains('/') || Path::new(text).is_dir() {
+            return Ok(ModelArg::Folder(PathBuf::from(text)));
+        }
+        <BuiltinModel as clap::ValueEnum>::from_str(text, false)
+            .map(ModelArg::Builtin)
+            .map_err(|_| format!("no model named {text:?}: name a built-in model (default, whisper) or a model folder"))
+    }
+}
+
+/// As reports name the model: the folder, or `(built-in NAME)`.
+impl std::fmt::Display for ModelArg {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelArg::Builtin(which) => write!(out, "(built-in {})", which.name()),
+            ModelArg::Folder(dir) => write!(out, "{}", dir.display()),
+        }
+    }
+}
+
+impl ModelArg {
+    /// The folder named, if a folder was named.
+    pub fn folder(&self) -> Option<&Path> {
+        match self {
+            ModelArg::Folder(dir) => Some(dir),
+            ModelArg::Builtin(_) => None,
+        }
+    }
+
+    /// How the model is called (the web page's title).
+    pub fn name(&self) -> String {
+        match self {
+            ModelArg::Builtin(which) => which.name().to_owned(),
+            ModelArg::Folder(dir) => dir
+                .file_name()
+                .map_or_else(|| dir.display().to_string(), |name| name.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// Loads `--model`, or the default built-in model.
+pub fn load_predictor(model: Option<&ModelArg>, device: &Device) -> Result<Predictor> {
+    match model.unwrap_or(&ModelArg::Builtin(BuiltinModel::Default)) {
+        ModelArg::Folder(dir) => {
+            Predictor::load(dir, device).with_context(|| format!("cannot load the model {}", dir.display()))
+        }
+        ModelArg::Builtin(which) => {
+            Predictor::named(*which, device).with_context(|| format!("cannot load the built-in model {}", which.name()))
+        }
     }
 }
 

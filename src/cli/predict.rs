@@ -10,18 +10,18 @@ use clap::Args;
 
 use emofuse::data::{self, DatasetKind, Problem};
 use emofuse::eval;
-use emofuse::infer::FilePrediction;
+use emofuse::infer::{BuiltinModel, FilePrediction};
 
-use super::{DeviceArg, FoldArgs, emit, load_predictor, progress_bar, report_problems};
+use super::{DeviceArg, FoldArgs, ModelArg, emit, load_predictor, progress_bar, report_problems};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// Audio files (any format emofuse reads).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Model directory [default: the model built into emofuse].
+    /// A built-in model (`default`, `whisper`) or a model folder [default: default].
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<ModelArg>,
     /// One JSON object per file and line.
     #[arg(long)]
     json: bool,
@@ -37,9 +37,9 @@ pub struct PredictArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Model directory [default: the model built into emofuse].
+    /// A built-in model (`default`, `whisper`) or a model folder [default: default].
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<ModelArg>,
     /// Corpus folder or manifest.
     #[arg(long)]
     data: PathBuf,
@@ -62,7 +62,7 @@ pub struct EvalArgs {
 }
 
 pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
-    let predictor = load_predictor(args.model.as_deref(), &args.device.open()?)?;
+    let predictor = load_predictor(args.model.as_ref(), &args.device.open()?)?;
     let mut problems = Vec::new();
     let mut out = std::io::stdout().lock();
     if !args.json {
@@ -87,7 +87,7 @@ pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
 
 pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let test_fold = args.fold.test_fold(args.seed, false)?;
-    let predictor = load_predictor(args.model.as_deref(), &args.device.open()?)?;
+    let predictor = load_predictor(args.model.as_ref(), &args.device.open()?)?;
     let dataset = data::load(&args.data, args.dataset)
         .with_context(|| format!("cannot read the corpus {}", args.data.display()))?;
     let clips: Vec<&data::Clip> = match &test_fold {
@@ -101,10 +101,10 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let evaluation = eval::evaluate(&predictor, &clips, || progress.inc(1))
         .with_context(|| format!("cannot score {}", args.data.display()))?;
     progress.finish_and_clear();
-    let model = args
-        .model
-        .as_ref()
-        .map_or("(built-in)".into(), |p| p.display().to_string());
+    let model = args.model.as_ref().map_or_else(
+        || ModelArg::Builtin(BuiltinModel::Default).to_string(),
+        ToString::to_string,
+    );
     let report = evaluation.report(model, &args.data, test_fold.map(|fold| format!("fold {}", fold.fold)));
     if let Some(out) = &args.out {
         evaluation.write_files(out, &report)?;

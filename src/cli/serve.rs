@@ -1,7 +1,6 @@
 //! `emofuse serve`: the JSON API and the web page on a local address.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,13 +9,13 @@ use clap::Args;
 
 use emofuse::serve::{self, ServeConfig};
 
-use super::{DeviceArg, load_predictor};
+use super::{DeviceArg, ModelArg, load_predictor};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Model directory [default: the model built into emofuse].
+    /// A built-in model (`default`, `whisper`) or a model folder [default: default].
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<ModelArg>,
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
     /// Largest request body, in MB.
@@ -55,7 +54,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
     }
     let request_timeout =
         Duration::try_from_secs_f64(args.timeout).with_context(|| format!("--timeout {}: too long", args.timeout))?;
-    let predictor = load_predictor(args.model.as_deref(), &args.device.open()?)?;
+    let predictor = load_predictor(args.model.as_ref(), &args.device.open()?)?;
     let defaults = ServeConfig::default();
     let config = ServeConfig {
         max_body_bytes: (args.max_body_mb * 1024.0 * 1024.0) as usize,
@@ -64,10 +63,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         request_timeout,
         max_concurrent: args.max_concurrent.unwrap_or(defaults.max_concurrent).max(1),
         max_queue: args.max_queue,
-        model_name: args.model.as_deref().map_or(defaults.model_name.clone(), |dir| {
-            dir.file_name()
-                .map_or_else(|| dir.display().to_string(), |name| name.to_string_lossy().into_owned())
-        }),
+        model_name: args.model.as_ref().map_or(defaults.model_name.clone(), ModelArg::name),
         ..defaults
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
