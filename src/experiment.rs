@@ -26,7 +26,7 @@ use crate::model::input::{self, Example, ExampleBuilder, HiddenStates, TemporalS
 use crate::model::saved::{
     self, CrossValidation, EmbeddingMeans, ModelConfig, ModelDirError, ModelFolder, Provenance, SplitFile,
 };
-use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone, TemporalPooling};
+use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone, TemporalConfig, TemporalPooling};
 use crate::model::wav2vec2::{self, Wav2Vec2};
 use crate::noise::NoiseBank;
 use crate::persist;
@@ -279,16 +279,7 @@ impl SplitRun<'_> {
         // A frozen encoder gives the same hidden states every epoch:
         // computed once, and kept on disk for the next run and fold.
         let caches = match &encoders.frozen {
-            Some(_) => {
-                let identity = training.model.temporal.backbone.identity();
-                Some(HiddenCaches {
-                    frames: FeatureCache::open_keyed(self.config.cache_dir.join("hidden"), &identity)?,
-                    // A probe reads only each layer's mean over frames: 1/frames of the storage.
-                    means: (training.model.temporal.pooling == TemporalPooling::Mean)
-                        .then(|| FeatureCache::open_keyed(self.config.cache_dir.join("hidden-means"), &identity))
-                        .transpose()?,
-                })
-            }
+            Some(_) => Some(HiddenCaches::open(&self.config.cache_dir, &training.model.temporal)?),
             None => None,
         };
         if let (Some(frozen), Some(caches)) = (&encoders.frozen, &caches) {
@@ -788,6 +779,18 @@ struct HiddenCaches {
 }
 
 impl HiddenCaches {
+    /// The caches under `cache_dir` of a temporal stream's frozen encoder.
+    fn open(cache_dir: &Path, temporal: &TemporalConfig) -> Result<HiddenCaches, ExperimentError> {
+        let identity = temporal.backbone.identity();
+        Ok(HiddenCaches {
+            frames: FeatureCache::open_keyed(cache_dir.join("hidden"), &identity)?,
+            // A probe reads only each layer's mean over frames: 1/frames of the storage.
+            means: (temporal.pooling == TemporalPooling::Mean)
+                .then(|| FeatureCache::open_keyed(cache_dir.join("hidden-means"), &identity))
+                .transpose()?,
+        })
+    }
+
     /// A clip's stored states, in the form examples get them.
     fn get(&self, key: &blake3::Hash, layers: usize) -> Result<Option<HiddenStates>, ExperimentError> {
         let Some(means) = &self.means else {

@@ -193,6 +193,16 @@ pub fn emofuse(args: &[&str]) -> Output {
         .expect("emofuse runs")
 }
 
+/// [`emofuse`] with its cache root (`EMOFUSE_CACHE`: where `--backbone
+/// whisper-base` is installed) at `cache`.
+pub fn emofuse_in(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_emofuse"))
+        .env("EMOFUSE_CACHE", cache)
+        .args(args)
+        .output()
+        .expect("emofuse runs")
+}
+
 /// [`emofuse`], which must succeed.
 pub fn emofuse_ok(args: &[&str]) -> Output {
     let output = emofuse(args);
@@ -227,6 +237,12 @@ pub fn tiny_manifest(dir: &Path) -> PathBuf {
 /// [`tiny_manifest`] in `dir` into `dir/<out>` (with `extra` flags), and
 /// returns the model folder.
 pub fn train_tiny(dir: &Path, kind: &str, out: &str, extra: &[&str]) -> PathBuf {
+    train_tiny_output(dir, kind, out, extra).0
+}
+
+/// [`train_tiny`], also returning what the run printed. Its cache root is
+/// `dir/cache` as well (`--backbone whisper-base` is looked up there).
+pub fn train_tiny_output(dir: &Path, kind: &str, out: &str, extra: &[&str]) -> (PathBuf, Output) {
     let manifest = tiny_manifest(dir);
     let model = dir.join(out);
     let cache = dir.join("cache");
@@ -246,6 +262,7 @@ pub fn train_tiny(dir: &Path, kind: &str, out: &str, extra: &[&str]) -> PathBuf 
         cache.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    emofuse_ok(&args);
-    model
+    let output = emofuse_in(&cache, &args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    (model, output)
 }

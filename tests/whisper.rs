@@ -9,7 +9,7 @@ use emofuse::audio;
 use emofuse::model::whisper::{self, WhisperMel, WhisperMode};
 use serde_json::Value;
 
-use crate::util::{golden_dir, golden_index, max_abs_error, read_golden, shared_data};
+use crate::util::{emofuse_in, golden_dir, golden_index, max_abs_error, read_golden, shared_data, train_tiny_output};
 
 /// Max absolute error of the log-mel input ((log10 + 4) / 4 units) and of the hidden states.
 const MEL_TOLERANCE: f32 = 1e-4;
@@ -242,15 +242,6 @@ fn embed_takes_a_whisper_backbone() {
     assert_eq!(shape, [1500, hidden], "the first 30 s: 1500 encoder frames");
 }
 
-/// emofuse run with `EMOFUSE_CACHE` set to `cache`.
-fn emofuse_in(cache: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_emofuse"))
-        .env("EMOFUSE_CACHE", cache)
-        .args(args)
-        .output()
-        .expect("emofuse runs")
-}
-
 /// Hex sha256 of a file.
 fn sha256_hex(path: &Path) -> String {
     use sha2::Digest;
@@ -284,33 +275,17 @@ fn models_on_whisper_base_name_it_by_checksum() {
     for file in ["config.json", "model.safetensors", "preprocessor_config.json"] {
         std::fs::copy(golden_dir("whisper").join("hf").join(file), installed.join(file)).unwrap();
     }
-    let manifest = crate::util::tiny_manifest(dir.path());
-    let model = dir.path().join("probe");
     let clip = shared_data().join(golden_index("whisper")["clips"]["ravdess"].as_str().unwrap());
     let clip = clip.to_str().unwrap();
-    let trained = emofuse_in(
-        &cache,
-        &[
-            "train",
-            "--data",
-            manifest.to_str().unwrap(),
-            "--model",
-            "temporal",
-            "--backbone",
-            "whisper-base",
-            "--temporal-layers",
-            "concat",
-            "--temporal-pooling",
-            "mean",
-            "--validation",
-            "0",
-            "--out",
-            model.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ],
-    );
-    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let probe = [
+        "--backbone",
+        "whisper-base",
+        "--temporal-layers",
+        "concat",
+        "--temporal-pooling",
+        "mean",
+    ];
+    let (model, trained) = train_tiny_output(dir.path(), "temporal", "probe", &probe);
     let stderr = String::from_utf8_lossy(&trained.stderr);
     assert!(stderr.contains("linear probe: C = "), "{stderr}");
     let config: Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();

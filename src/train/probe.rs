@@ -88,7 +88,7 @@ pub fn fit(data: &ProbeData, device: &Device) -> Probe {
         for test in &folds {
             let train: Vec<usize> = all.iter().copied().filter(|i| !test.contains(i)).collect();
             let model = Fitted::new(data, &train, c, device);
-            let probabilities = model.probabilities(&data.rows(test), test.len(), device);
+            let probabilities = model.probabilities(&data.rows(test), device);
             for (k, &i) in test.iter().enumerate() {
                 let row = &probabilities[k * data.n_classes..(k + 1) * data.n_classes];
                 out_of_fold[i * data.n_classes..(i + 1) * data.n_classes].copy_from_slice(row);
@@ -197,11 +197,7 @@ impl Fitted {
         let (n, d, k) = (rows.len(), data.width, data.n_classes);
         let raw = data.rows(rows);
         let (mean, scale) = standardization(&raw, n, d);
-        let standardized: Vec<f32> = raw
-            .chunks_exact(d)
-            .flat_map(|row| row.iter().zip(&mean).zip(&scale).map(|((x, m), s)| (x - m) * s))
-            .collect();
-        let x = Tensor::<2>::from_data(TensorData::new(standardized, [n, d]), device);
+        let x = standardized(&raw, &mean, &scale, device);
         let labels: Vec<i64> = rows.iter().map(|&i| data.labels[i] as i64).collect();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device)
             .one_hot::<2>(k)
@@ -274,25 +270,25 @@ impl Fitted {
         }
     }
 
-    /// Class probabilities of `n` raw rows `[n, width]`.
-    fn probabilities(&self, raw: &[f32], n: usize, device: &Device) -> Vec<f32> {
-        let d = self.mean.len();
-        let standardized: Vec<f32> = raw
-            .chunks_exact(d)
-            .flat_map(|row| {
-                row.iter()
-                    .zip(&self.mean)
-                    .zip(&self.scale)
-                    .map(|((x, m), s)| (x - m) * s)
-            })
-            .collect();
-        let k = self.bias.len();
-        let x = Tensor::<2>::from_data(TensorData::new(standardized, [n, d]), device);
+    /// Class probabilities of raw rows `[n, width]`.
+    fn probabilities(&self, raw: &[f32], device: &Device) -> Vec<f32> {
+        let (d, k) = (self.mean.len(), self.bias.len());
+        let x = standardized(raw, &self.mean, &self.scale, device);
         let w = Tensor::<2>::from_data(TensorData::new(self.weight.clone(), [d, k]), device);
         let b = Tensor::<1>::from_data(TensorData::new(self.bias.clone(), [k]), device);
         let logits = x.matmul(w) + b.unsqueeze::<2>();
         softmax(logits, 1).into_data().try_to_vec().expect("f32 probabilities")
     }
+}
+
+/// Raw rows `[n, d]` as `(x − mean) · scale`, a tensor `[n, d]`.
+fn standardized(raw: &[f32], mean: &[f32], scale: &[f32], device: &Device) -> Tensor<2> {
+    let d = mean.len();
+    let values: Vec<f32> = raw
+        .chunks_exact(d)
+        .flat_map(|row| row.iter().zip(mean).zip(scale).map(|((x, m), s)| (x - m) * s))
+        .collect();
+    Tensor::from_data(TensorData::new(values, [raw.len() / d, d]), device)
 }
 
 /// Per feature of `[n, d]` rows: the mean and 1 / std (1 for a constant feature).
@@ -457,7 +453,7 @@ mod tests {
         let rows: Vec<usize> = (0..90).collect();
         let gram = Fitted::with_design(&data, &rows, 0.1, true, &device);
         let plain = Fitted::with_design(&data, &rows, 0.1, false, &device);
-        let predicted = crate::eval::argmax_rows(&gram.probabilities(&x, 90, &device), 3);
+        let predicted = crate::eval::argmax_rows(&gram.probabilities(&x, &device), 3);
         let ua = Metrics::compute(&labels, &predicted, 3).ua;
         assert!(ua > 0.9, "training UA {ua}");
         // The same steps in two coordinate systems: the same weights.
