@@ -11,11 +11,13 @@
 //! [`noise`] mixes real noise at exact SNRs, [`augment`] changes training
 //! clips, [`train`] runs the training loop, [`experiment`] trains and tests
 //! splits and cross-validations, [`eval`] and [`robustness`] score models
-//! (clean and under noise), [`serve`] puts a model behind HTTP. [`device`]
-//! is the one place that names where tensors live.
+//! (clean and under noise), [`serve`] puts a model behind HTTP, [`batch`]
+//! splits predictions and embeddings over scheduler shards and merges them.
+//! [`device`] is the one place that names where tensors live.
 
 pub mod audio;
 pub mod augment;
+pub mod batch;
 pub mod bench;
 pub mod data;
 pub mod device;

@@ -1,23 +1,27 @@
 //! `emofuse embed`: pretrained encoders' hidden states of audio files, for users' own probes.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
 use emofuse::audio;
+use emofuse::batch::{Kind, ShardWriter};
 use emofuse::data::Problem;
+use emofuse::data::inputs::InputFiles;
 use emofuse::infer::{EmbedPool, Embedder};
 use emofuse::model::whisper::WhisperMode;
 use emofuse::persist::{self, NpyTarget};
 
+use super::batch::{ShardArgs, abort_after_files, run_shard};
 use super::{DeviceArg, report_problems};
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Audio files (any format emofuse reads; resampled to 16 kHz).
+    /// Audio files (any format emofuse reads; resampled to 16 kHz), or one
+    /// corpus folder, manifest (.csv/.jsonl with a `path` column) or list of paths (.txt).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// The encoder: `whisper-base` (fetched by scripts/get-whisper-base.sh), or
@@ -40,29 +44,62 @@ pub struct EmbedArgs {
     /// Write float32 arrays: to this `.npy` file for one input, else into this
     /// folder as `<file stem>.npy`. Shapes: `[frames, hidden]`, `[layers, frames, hidden]`
     /// with `--layer all`; the frame axis goes with `--pool mean` (and `mean-std` doubles `hidden`).
-    #[arg(long, value_name = "OUT")]
-    npy: PathBuf,
+    #[arg(long, value_name = "OUT", required_unless_present = "out", conflicts_with = "out")]
+    npy: Option<PathBuf>,
+    #[command(flatten)]
+    batch: ShardArgs,
     #[command(flatten)]
     device: DeviceArg,
 }
 
 pub fn embed(args: &EmbedArgs) -> Result<ExitCode> {
+    let listed = InputFiles::listed(&args.files).context("cannot list the inputs")?;
+    let shard = args.batch.shard()?;
     let embedder = Embedder::load(&args.backbone, args.whisper_mode, &args.device.open()?)
         .with_context(|| format!("cannot load the encoder {}", args.backbone))?;
     let layer = embedder
         .layer(&args.layer)
         .map_err(|e| anyhow::anyhow!("--layer: {e}"))?;
-    let target = NpyTarget::new(&args.npy, &args.files).map_err(anyhow::Error::msg)?;
-    let mut problems = Vec::new();
-    let mut out = std::io::stdout().lock();
-    for path in &args.files {
-        let embedded = audio::load(path).map_err(|err| err.to_string()).and_then(|waveform| {
+    let embed = |path: &Path| {
+        audio::load(path).map_err(|err| err.to_string()).and_then(|waveform| {
             let n = waveform.samples.len();
             embedder
                 .embed(&waveform.samples, layer, args.pool)
-                .ok_or_else(|| format!("too short for the encoder ({n} samples)"))
+                .ok_or_else(|| format!("{}: too short for the encoder ({n} samples)", path.display()))
+        })
+    };
+    let Some(npy) = &args.npy else {
+        let out = args.batch.out.as_ref().expect("clap requires --npy or --out");
+        let job = format!(
+            "embed --backbone {} --whisper-mode {:?} --layer {} --pool {:?}",
+            args.backbone, args.whisper_mode, args.layer, args.pool
+        );
+        let inputs = listed.unwrap_or_else(|| InputFiles::named(&args.files));
+        let writer = ShardWriter::open(
+            out,
+            Kind::Embeddings,
+            &job,
+            shard,
+            &inputs,
+            args.batch.chunk_size.into(),
+        )?;
+        let mut abort = abort_after_files();
+        return run_shard(&writer, out, shard, |writer, on_file| {
+            writer.embeddings(
+                |path, _| {
+                    abort();
+                    embed(path)
+                },
+                on_file,
+            )
         });
-        let (shape, values) = match embedded {
+    };
+    let files = listed.map_or_else(|| args.files.clone(), |inputs| inputs.paths());
+    let target = NpyTarget::new(npy, &files).map_err(anyhow::Error::msg)?;
+    let mut problems = Vec::new();
+    let mut out = std::io::stdout().lock();
+    for path in &files {
+        let (shape, values) = match embed(path) {
             Ok(embedded) => embedded,
             Err(reason) => {
                 problems.push(Problem {

@@ -3,6 +3,7 @@
 //! and problems to stderr.
 
 mod backbone;
+mod batch;
 mod bench;
 mod data;
 mod embed;
@@ -65,6 +66,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
     Embed(embed::EmbedArgs),
+    /// Join the shards of a `predict --out` or `embed --out` job into one file, checking none is missing.
+    Merge(batch::MergeArgs),
     /// Pretrained encoders for the temporal stream (convert faster-whisper's model.bin).
     Backbone {
         #[command(subcommand)]
@@ -95,6 +98,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Robustness(args) => robustness::robustness(&args),
         Command::Serve(args) => serve::serve(&args),
         Command::Embed(args) => embed::embed(&args),
+        Command::Merge(args) => batch::merge(&args),
         Command::Backbone { command } => backbone::run(command),
         Command::Bench { command } => bench::run(command),
     }

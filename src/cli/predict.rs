@@ -2,21 +2,25 @@
 //! scored on a corpus or one of its folds).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
+use emofuse::batch::{Kind, ShardWriter};
+use emofuse::data::inputs::InputFiles;
 use emofuse::data::{self, DatasetKind, Problem};
 use emofuse::eval;
 use emofuse::infer::{BuiltinModel, FilePrediction};
 
+use super::batch::{ShardArgs, abort_after_files, run_shard};
 use super::{DeviceArg, FoldArgs, ModelArg, emit, load_predictor, progress_bar, report_problems};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// Audio files (any format emofuse reads).
+    /// Audio files (any format emofuse reads), or one corpus folder, manifest
+    /// (.csv/.jsonl with a `path` column) or list of paths (.txt, one per line).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// A built-in model (`default`, `whisper`) or a model folder [default: default].
@@ -31,6 +35,8 @@ pub struct PredictArgs {
     /// Seconds between timeline windows.
     #[arg(long, default_value_t = 1.0, requires = "window")]
     hop: f64,
+    #[command(flatten)]
+    batch: ShardArgs,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -62,21 +68,46 @@ pub struct EvalArgs {
 }
 
 pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
+    let listed = InputFiles::listed(&args.files).context("cannot list the inputs")?;
+    let shard = args.batch.shard()?;
     let predictor = load_predictor(args.model.as_ref(), &args.device.open()?)?;
+    let window = args.window.map(|window| (window, args.hop));
+    if let Some(out) = &args.batch.out {
+        let model = args.model.as_ref().map_or_else(
+            || ModelArg::Builtin(BuiltinModel::Default).to_string(),
+            ToString::to_string,
+        );
+        let job = format!("predict --model {model} --window {window:?}");
+        let chunk_size = args.batch.chunk_size.into();
+        let inputs = listed.unwrap_or_else(|| InputFiles::named(&args.files));
+        let writer = ShardWriter::open(out, Kind::Predictions, &job, shard, &inputs, chunk_size)?;
+        let mut abort = abort_after_files();
+        return run_shard(&writer, out, shard, |writer, on_file| {
+            let predict = |path: &Path, name: &str| {
+                abort();
+                let mut prediction = predictor.predict_file(path, window).map_err(|err| err.to_string())?;
+                prediction.path = PathBuf::from(name);
+                Ok(serde_json::to_string(&prediction).expect("a prediction serialises"))
+            };
+            writer.predictions(predict, on_file)
+        });
+    }
     let mut problems = Vec::new();
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(out, "{}", FilePrediction::header(predictor.labels()))?;
     }
-    for path in &args.files {
-        match predictor.predict_file(path, args.window.map(|window| (window, args.hop))) {
+    // Files named one by one are predicted in the order given.
+    let paths = listed.map_or_else(|| args.files.clone(), |inputs| inputs.paths());
+    for path in paths {
+        match predictor.predict_file(&path, window) {
             Ok(prediction) if args.json => {
                 serde_json::to_writer(&mut out, &prediction)?;
                 writeln!(out)?;
             }
             Ok(prediction) => write!(out, "{prediction}")?,
             Err(err) => problems.push(Problem {
-                path: path.clone(),
+                path,
                 reason: err.to_string(),
             }),
         }

@@ -11,6 +11,7 @@ pub mod emodb;
 pub mod emovo;
 pub mod folder;
 pub mod folds;
+pub mod inputs;
 pub mod manifest;
 pub mod ravdess;
 pub mod savee;
