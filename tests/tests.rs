@@ -3,6 +3,7 @@
 mod util;
 
 mod audio;
+mod batch;
 mod cli;
 mod data;
 mod explain;
