@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine with the Rust toolchain: checks the
 # module layering, installs what the browser test needs (Debian's chromium,
-# playwright-core from npm), then runs cargo test and schemathesis. The tests
+# playwright-core from npm), then runs cargo test, the Slurm test
+# (scripts/slurm-test.sh) and schemathesis. The tests
 # read the real corpora from ../shared/data.
 #
 # usage: scripts/test.sh [--gpu]
@@ -19,13 +20,15 @@ for arg in "$@"; do
 done
 # The module layering (which module may name which; one place names the device).
 python3 ../shared/tools/layers.py
+SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
 if [ ! -x /usr/bin/chromium ]; then
-  SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium > /dev/null
 fi
 (cd tests/web && npm ci --no-audit --no-fund --silent)
 cargo test --locked
+# Sharded prediction on a real one-node Slurm (~1-2 min with its install).
+$SUDO scripts/slurm-test.sh target/debug/emofuse
 # The server against its own OpenAPI document (schemathesis from PyPI, ~1 min).
 scripts/schemathesis.sh 100
 if $gpu; then

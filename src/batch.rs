@@ -80,6 +80,8 @@ impl Shard {
     /// (`SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN` of
     /// `SLURM_ARRAY_TASK_COUNT`), or a Kubernetes Indexed Job's
     /// `JOB_COMPLETION_INDEX` of `count` (which Kubernetes does not tell pods).
+    /// With `count` given, a Slurm array index is the shard index itself, so
+    /// that `sbatch --array=2` reruns shard 2 alone.
     pub fn from_env(count: Option<usize>) -> Result<Shard, BatchError> {
         Self::from_vars(count, |name| std::env::var(name).ok())
     }
@@ -97,10 +99,13 @@ impl Shard {
         };
         let unfit = |what: String| BatchError::NoScheduler(what);
         if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+            if let Some(count) = count {
+                return Shard::new(id, count)
+                    .ok_or_else(|| unfit(format!("array task {id} is not below --shard-count {count}")));
+            }
             let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            let slurm_count = number("SLURM_ARRAY_TASK_COUNT")?
+            let count = number("SLURM_ARRAY_TASK_COUNT")?
                 .ok_or_else(|| unfit("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not".into()))?;
-            let count = count.unwrap_or(slurm_count);
             return id
                 .checked_sub(min)
                 .and_then(|index| Shard::new(index, count))
@@ -735,6 +740,8 @@ mod tests {
             _ => None,
         };
         assert_eq!(Shard::from_vars(None, slurm).unwrap(), Shard { index: 2, count: 4 });
+        assert_eq!(Shard::from_vars(Some(8), slurm).unwrap(), Shard { index: 7, count: 8 });
+        assert!(Shard::from_vars(Some(7), slurm).is_err());
         let k8s = |name: &str| (name == "JOB_COMPLETION_INDEX").then(|| "3".to_owned());
         assert_eq!(Shard::from_vars(Some(5), k8s).unwrap(), Shard { index: 3, count: 5 });
         assert!(

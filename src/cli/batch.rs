@@ -23,7 +23,8 @@ pub struct ShardArgs {
     /// Job's variables.
     #[arg(long, requires = "out")]
     pub shard: Option<String>,
-    /// N for `--shard auto` in a Kubernetes Indexed Job (its `completions`).
+    /// N for `--shard auto`: a Kubernetes Indexed Job's `completions`; in a
+    /// Slurm array it makes the array index the shard index (to rerun one shard).
     #[arg(long, requires = "shard")]
     pub shard_count: Option<usize>,
     /// Files per chunk (a killed shard redoes at most one chunk).
