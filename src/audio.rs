@@ -389,10 +389,227 @@ fn decode(
     path: &Path,
     options: &LoadOptions,
 ) -> Result<Decoded, AudioError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_unguarded(source, container, path, options)
-    }))
-    .unwrap_or_else(|payload| {
+    guarded(path, container, || decode_unguarded(source, container, path, options))
+}
+
+fn decode_unguarded(
+    source: Box<dyn MediaSource>,
+    container: Container,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<Decoded, AudioError> {
+    let mut packets = PacketDecoder::open(source, container, path)?;
+    let sample_rate = packets.info.sample_rate;
+    let too_long = |n_frames: u64| {
+        let duration_s = n_frames as f64 / f64::from(sample_rate);
+        (duration_s > options.max_duration_s).then(|| AudioError::TooLong {
+            path: path.to_owned(),
+            duration_s,
+            max_s: options.max_duration_s,
+        })
+    };
+    if let Some(err) = packets.info.n_frames.and_then(too_long) {
+        return Err(err);
+    }
+    let mut samples = Vec::with_capacity(packets.info.n_frames.unwrap_or(0).min(1 << 26) as usize);
+    while packets.next_into(&mut samples, path)? {
+        if let Some(err) = too_long(samples.len() as u64) {
+            return Err(err);
+        }
+    }
+    packets.check_complete(samples.len() as u64, path)?;
+    Ok(Decoded { samples, sample_rate })
+}
+
+/// A file decoded packet by packet into mono samples at its own rate.
+struct PacketDecoder {
+    reader: Box<dyn FormatReader>,
+    decoder: Box<dyn symphonia::core::codecs::Decoder>,
+    track_id: u32,
+    buffer: Option<SampleBuffer<f32>>,
+    info: AudioInfo,
+}
+
+impl PacketDecoder {
+    fn open(source: Box<dyn MediaSource>, container: Container, path: &Path) -> Result<PacketDecoder, AudioError> {
+        let reader = open_reader(source, container, path)?;
+        let info = track_info(reader.as_ref(), container, path)?;
+        let track = reader
+            .tracks()
+            .iter()
+            .find(|track| track.codec_params.codec != CODEC_TYPE_NULL)
+            .expect("track_info found this track a moment ago");
+        let track_id = track.id;
+        let decoder = symphonia::default::get_codecs()
+            .make(&track.codec_params, &DecoderOptions::default())
+            .map_err(|err| symphonia_error(err, path))?;
+        Ok(PacketDecoder {
+            reader,
+            decoder,
+            track_id,
+            buffer: None,
+            info,
+        })
+    }
+
+    /// Appends the next packet's downmixed samples to `out`; false at the end of the file.
+    fn next_into(&mut self, out: &mut Vec<f32>, path: &Path) -> Result<bool, AudioError> {
+        loop {
+            let packet = match self.reader.next_packet() {
+                Ok(packet) => packet,
+                Err(SymphoniaError::IoError(err)) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(false);
+                }
+                Err(err) => return Err(symphonia_error(err, path)),
+            };
+            if packet.track_id() != self.track_id {
+                continue;
+            }
+            let decoded = self.decoder.decode(&packet).map_err(|err| symphonia_error(err, path))?;
+            let spec = *decoded.spec();
+            let channels = spec.channels.count().max(1);
+            let buffer = match &mut self.buffer {
+                Some(buffer) if buffer.capacity() >= decoded.capacity() * channels => buffer,
+                slot => slot.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
+            };
+            buffer.copy_interleaved_ref(decoded);
+            downmix_into(buffer.samples(), channels, out);
+            return Ok(true);
+        }
+    }
+
+    /// Refuses a file that decoded to nothing or to fewer frames than its header states.
+    fn check_complete(&self, decoded: u64, path: &Path) -> Result<(), AudioError> {
+        if decoded == 0 {
+            return Err(AudioError::NoSamples { path: path.to_owned() });
+        }
+        // MP3 headers only estimate the length; the lossless containers state it
+        // exactly, except that symphonia counts AIFF's 8-byte SSND preamble
+        // (offset, block size) as audio: up to 8 frames too many.
+        let container = self.info.container;
+        let slack = if container == Container::Aiff { 8 } else { 0 };
+        if let Some(expected) = self.info.n_frames.filter(|_| container != Container::Mp3)
+            && decoded + slack < expected
+        {
+            return Err(AudioError::Truncated {
+                path: path.to_owned(),
+                expected,
+                decoded,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A file of any length as consecutive blocks of mono 16 kHz samples, decoded
+/// and resampled as they are read, so memory stays bounded (recordings longer
+/// than [`LoadOptions::max_duration_s`]). The blocks joined equal [`load`]'s
+/// samples up to rounding: each block is resampled with a second of the
+/// source on either side as context (the sinc filter is far shorter), and
+/// whole seconds keep both rates' sample grids aligned. Silence is not
+/// refused here: a long recording may well start or end with it.
+pub struct AudioStream {
+    packets: PacketDecoder,
+    path: PathBuf,
+    /// Source samples not yet returned, after `margin` samples of context.
+    pending: Vec<f32>,
+    margin: usize,
+    decoded: u64,
+    returned: usize,
+    at_end: bool,
+}
+
+/// Seconds of source audio per block of [`AudioStream`].
+const STREAM_BLOCK_S: usize = 30;
+
+impl AudioStream {
+    pub fn open(path: impl AsRef<Path>) -> Result<AudioStream, AudioError> {
+        let path = path.as_ref();
+        let (file, container) = open_file(path)?;
+        let packets = guarded(path, container, || PacketDecoder::open(Box::new(file), container, path))?;
+        Ok(AudioStream {
+            packets,
+            path: path.to_owned(),
+            pending: Vec::new(),
+            margin: 0,
+            decoded: 0,
+            returned: 0,
+            at_end: false,
+        })
+    }
+
+    /// The next block (30 s, the last one shorter), or `None` after the last.
+    pub fn next_block(&mut self) -> Option<Result<Vec<f32>, AudioError>> {
+        let block = self.next_unguarded();
+        if block.is_err() {
+            self.pending.clear();
+            self.margin = 0;
+            self.at_end = true;
+        }
+        block.transpose()
+    }
+
+    fn next_unguarded(&mut self) -> Result<Option<Vec<f32>>, AudioError> {
+        let (path, container) = (self.path.clone(), self.packets.info.container);
+        let rate = self.packets.info.sample_rate as usize;
+        let block = STREAM_BLOCK_S * rate;
+        // The block plus a second after it, unless the file ends first.
+        let wanted = self.margin + block + rate;
+        while self.pending.len() < wanted && !self.at_end {
+            let before = self.pending.len();
+            let more = guarded(&path, container, || self.packets.next_into(&mut self.pending, &path))?;
+            self.decoded += (self.pending.len() - before) as u64;
+            if !more {
+                self.at_end = true;
+                self.packets.check_complete(self.decoded, &path)?;
+            }
+        }
+        if self.pending.len() <= self.margin {
+            return Ok(None);
+        }
+        let last = self.pending.len() < wanted;
+        let end = self.pending.len().min(wanted);
+        let resampled =
+            resample(&self.pending[..end], rate as u32, SAMPLE_RATE).map_err(|detail| AudioError::Resample {
+                path: path.clone(),
+                from: rate as u32,
+                detail,
+            })?;
+        let skip = self.margin / rate * SAMPLE_RATE as usize;
+        let keep = if last {
+            resampled.len() - skip
+        } else {
+            STREAM_BLOCK_S * SAMPLE_RATE as usize
+        };
+        let samples = resampled[skip..skip + keep].to_vec();
+        if let Some(index) = samples.iter().position(|s| !s.is_finite()) {
+            let index = self.returned + index;
+            return Err(AudioError::NonFinite {
+                path,
+                index,
+                time_s: index as f64 / f64::from(SAMPLE_RATE),
+            });
+        }
+        self.returned += samples.len();
+        if last {
+            self.pending.clear();
+            self.margin = 0;
+        } else {
+            // The next block starts where this one ended; keep a second before it.
+            self.pending.drain(..self.margin + block - rate);
+            self.margin = rate;
+        }
+        Ok(Some(samples))
+    }
+}
+
+/// Runs one step of symphonia, turning a panic inside it into an error (see [`decode`]).
+fn guarded<T>(
+    path: &Path,
+    container: Container,
+    step: impl FnOnce() -> Result<T, AudioError>,
+) -> Result<T, AudioError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -405,84 +622,6 @@ fn decode(
                 container.extension()
             ),
         })
-    })
-}
-
-fn decode_unguarded(
-    source: Box<dyn MediaSource>,
-    container: Container,
-    path: &Path,
-    options: &LoadOptions,
-) -> Result<Decoded, AudioError> {
-    let mut reader = open_reader(source, container, path)?;
-    let info = track_info(reader.as_ref(), container, path)?;
-    let too_long = |n_frames: u64| {
-        let duration_s = n_frames as f64 / f64::from(info.sample_rate);
-        (duration_s > options.max_duration_s).then(|| AudioError::TooLong {
-            path: path.to_owned(),
-            duration_s,
-            max_s: options.max_duration_s,
-        })
-    };
-    if let Some(err) = info.n_frames.and_then(too_long) {
-        return Err(err);
-    }
-    let track = reader
-        .tracks()
-        .iter()
-        .find(|track| track.codec_params.codec != CODEC_TYPE_NULL)
-        .expect("track_info found this track a moment ago");
-    let track_id = track.id;
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|err| symphonia_error(err, path))?;
-
-    let mut samples = Vec::with_capacity(info.n_frames.unwrap_or(0).min(1 << 26) as usize);
-    let mut buffer: Option<SampleBuffer<f32>> = None;
-    loop {
-        let packet = match reader.next_packet() {
-            Ok(packet) => packet,
-            Err(SymphoniaError::IoError(err)) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break;
-            }
-            Err(err) => return Err(symphonia_error(err, path)),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
-        let decoded = decoder.decode(&packet).map_err(|err| symphonia_error(err, path))?;
-        let spec = *decoded.spec();
-        let channels = spec.channels.count().max(1);
-        let buffer = match &mut buffer {
-            Some(buffer) if buffer.capacity() >= decoded.capacity() * channels => buffer,
-            slot => slot.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
-        };
-        buffer.copy_interleaved_ref(decoded);
-        downmix_into(buffer.samples(), channels, &mut samples);
-        if let Some(err) = too_long(samples.len() as u64) {
-            return Err(err);
-        }
-    }
-    if samples.is_empty() {
-        return Err(AudioError::NoSamples { path: path.to_owned() });
-    }
-    // MP3 headers only estimate the length; the lossless containers state it
-    // exactly, except that symphonia counts AIFF's 8-byte SSND preamble
-    // (offset, block size) as audio: up to 8 frames too many.
-    let slack = if container == Container::Aiff { 8 } else { 0 };
-    if let Some(expected) = info.n_frames.filter(|_| container != Container::Mp3) {
-        let decoded = samples.len() as u64;
-        if decoded + slack < expected {
-            return Err(AudioError::Truncated {
-                path: path.to_owned(),
-                expected,
-                decoded,
-            });
-        }
-    }
-    Ok(Decoded {
-        samples,
-        sample_rate: info.sample_rate,
     })
 }
 

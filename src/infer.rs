@@ -18,6 +18,10 @@ use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone};
 use crate::model::wav2vec2::Preprocessor;
 use crate::model::whisper::WhisperMode;
 
+/// Window and hop (s) of the timeline of a recording longer than the input
+/// limit when the caller names none: windows side by side, a line each.
+pub const LONG_RECORDING_WINDOW: (f64, f64) = (3.0, 3.0);
+
 /// The models built into the binary (`config.json` and `model.safetensors`
 /// of `models/<name>/`, whose README says how each was trained).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -286,10 +290,17 @@ impl Predictor {
     }
 
     /// Decodes and predicts the file at `path`; with `window` (`(window_s,
-    /// hop_s)`), also the timeline of its windows.
+    /// hop_s)`), also the timeline of its windows. A file longer than the
+    /// input limit is predicted as a timeline (`window`, else
+    /// [`LONG_RECORDING_WINDOW`]), streamed.
     pub fn predict_file(&self, path: &Path, window: Option<(f64, f64)>) -> Result<FilePrediction, InferError> {
         let name = path.display().to_string();
-        let waveform = audio::load(path)?;
+        let waveform = match audio::load(path) {
+            Err(AudioError::TooLong { .. }) => {
+                return self.predict_stream(path, window.unwrap_or(LONG_RECORDING_WINDOW));
+            }
+            loaded => loaded?,
+        };
         let timeline = window
             .map(|(window_s, hop_s)| self.timeline(&waveform, &name, window_s, hop_s))
             .transpose()?;
@@ -354,44 +365,146 @@ impl Predictor {
     /// (the last window ends at the end of the recording); a window with too
     /// little speech has no prediction.
     pub fn timeline(&self, waveform: &Waveform, name: &str, window_s: f64, hop_s: f64) -> Result<Timeline, InferError> {
-        let rate = f64::from(waveform.sample_rate);
-        let (window, hop) = ((window_s * rate) as usize, ((hop_s * rate) as usize).max(1));
-        let n = waveform.samples.len();
-        let mut starts: Vec<usize> = (0..n.saturating_sub(window).max(1)).step_by(hop).collect();
-        if n > window && starts.last().is_some_and(|&s| s + window < n) {
-            starts.push(n - window);
+        let mut timeline = TimelineBuilder::new(self, name, waveform.sample_rate, (window_s, hop_s));
+        timeline.push(&waveform.samples)?;
+        Ok(timeline.finish()?.0)
+    }
+
+    /// A recording too long to hold in memory ([`audio::AudioStream`]) as a
+    /// timeline of windows, predicted as it is decoded; the file's own
+    /// prediction is the mean of its spoken windows' probabilities.
+    pub fn predict_stream(&self, path: &Path, (window_s, hop_s): (f64, f64)) -> Result<FilePrediction, InferError> {
+        let name = path.display().to_string();
+        let mut stream = audio::AudioStream::open(path)?;
+        let mut timeline = TimelineBuilder::new(self, &name, audio::SAMPLE_RATE, (window_s, hop_s));
+        while let Some(block) = stream.next_block() {
+            timeline.push(&block?)?;
         }
-        let mut spoken = Vec::new();
+        let duration_s = timeline.received as f64 / f64::from(timeline.rate);
+        let (timeline, mean) = timeline.finish()?;
+        let mean = mean.ok_or(InferError::NoSpeech { name, seconds: 0.0 })?;
+        Ok(FilePrediction {
+            path: path.to_owned(),
+            duration_s,
+            prediction: self.prediction(&mean),
+            labels: self.labels().to_vec(),
+            timeline: Some(timeline),
+        })
+    }
+}
+
+/// Windows of `window` samples every `hop` along a recording whose samples
+/// arrive in pieces, predicted as soon as they are complete; it keeps only
+/// the samples a window still needs. The windows are those of a whole
+/// recording of `n` samples: starts 0, hop, 2·hop… below `n - window`, and a
+/// last one ending at `n` (one window of all `n` when `n <= window`).
+struct TimelineBuilder<'a> {
+    predictor: &'a Predictor,
+    name: &'a str,
+    rate: u32,
+    window_s: f64,
+    hop_s: f64,
+    window: usize,
+    hop: usize,
+    /// Samples from `buffer_start` on.
+    buffer: Vec<f32>,
+    buffer_start: usize,
+    received: usize,
+    next_start: usize,
+    windows: Vec<TimelineWindow>,
+    spoken_sum: Vec<f32>,
+    spoken: usize,
+}
+
+impl<'a> TimelineBuilder<'a> {
+    fn new(predictor: &'a Predictor, name: &'a str, rate: u32, (window_s, hop_s): (f64, f64)) -> TimelineBuilder<'a> {
+        TimelineBuilder {
+            predictor,
+            name,
+            rate,
+            window_s,
+            hop_s,
+            window: (window_s * f64::from(rate)) as usize,
+            hop: ((hop_s * f64::from(rate)) as usize).max(1),
+            buffer: Vec::new(),
+            buffer_start: 0,
+            received: 0,
+            next_start: 0,
+            windows: Vec::new(),
+            spoken_sum: vec![0.0; predictor.labels().len()],
+            spoken: 0,
+        }
+    }
+
+    /// Takes the next samples; predicts the windows known to be complete and not the last.
+    fn push(&mut self, samples: &[f32]) -> Result<(), InferError> {
+        self.buffer.extend_from_slice(samples);
+        self.received += samples.len();
+        let mut starts = Vec::new();
+        while self.next_start + self.window < self.received {
+            starts.push(self.next_start);
+            self.next_start += self.hop;
+        }
+        self.predict(&starts)?;
+        // The last window ends at the recording's end: keep `window` samples for it.
+        let keep_from = self.next_start.min(self.received.saturating_sub(self.window));
+        if keep_from > self.buffer_start {
+            self.buffer.drain(..keep_from - self.buffer_start);
+            self.buffer_start = keep_from;
+        }
+        Ok(())
+    }
+
+    /// The timeline, and the mean probabilities of its spoken windows (none without speech).
+    fn finish(mut self) -> Result<(Timeline, Option<Vec<f32>>), InferError> {
+        // Every window predicted so far starts below `n - window`.
+        self.predict(&[self.received.saturating_sub(self.window)])?;
+        let mean = (self.spoken > 0).then(|| {
+            let spoken = self.spoken as f32;
+            self.spoken_sum.iter().map(|p| p / spoken).collect()
+        });
+        let timeline = Timeline {
+            window_s: self.window_s,
+            hop_s: self.hop_s,
+            windows: self.windows,
+        };
+        Ok((timeline, mean))
+    }
+
+    /// Predicts the windows at `starts` (all inside the buffer) in one batch.
+    fn predict(&mut self, starts: &[usize]) -> Result<(), InferError> {
+        let rate = f64::from(self.rate);
+        let predictor = self.predictor;
+        let mut spoken = Vec::with_capacity(starts.len());
         let mut examples = Vec::new();
-        for &start in &starts {
+        for &start in starts {
+            let end = (start + self.window).min(self.received);
             let clip = Waveform {
-                samples: waveform.samples[start..(start + window).min(n)].to_vec(),
-                sample_rate: waveform.sample_rate,
+                samples: self.buffer[start - self.buffer_start..end - self.buffer_start].to_vec(),
+                sample_rate: self.rate,
             };
-            let has_speech = self.check_speech(&clip, name).is_ok();
+            let has_speech = predictor.check_speech(&clip, self.name).is_ok();
             if has_speech {
-                examples.push(self.example(&clip, name)?);
+                examples.push(predictor.example(&clip, self.name)?);
             }
             spoken.push(has_speech);
         }
-        let probabilities = self.probabilities(&examples);
-        let mut rows = probabilities.chunks_exact(self.config.labels.len());
-        let windows = starts
-            .iter()
-            .zip(spoken)
-            .map(|(&start, has_speech)| TimelineWindow {
+        let probabilities = predictor.probabilities(&examples);
+        let mut rows = probabilities.chunks_exact(predictor.labels().len());
+        for (&start, has_speech) in starts.iter().zip(spoken) {
+            let prediction = has_speech.then(|| rows.next().expect("a row per spoken window"));
+            if let Some(row) = prediction {
+                self.spoken += 1;
+                self.spoken_sum.iter_mut().zip(row).for_each(|(sum, p)| *sum += p);
+            }
+            self.windows.push(TimelineWindow {
                 start_s: start as f64 / rate,
-                end_s: (start + window).min(n) as f64 / rate,
+                end_s: (start + self.window).min(self.received) as f64 / rate,
                 speech: has_speech,
-                prediction: has_speech
-                    .then(|| self.labelled(self.prediction(rows.next().expect("a row per spoken window")))),
-            })
-            .collect();
-        Ok(Timeline {
-            window_s,
-            hop_s,
-            windows,
-        })
+                prediction: prediction.map(|row| predictor.labelled(predictor.prediction(row))),
+            });
+        }
+        Ok(())
     }
 }
 

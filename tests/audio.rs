@@ -382,3 +382,59 @@ fn fuzz_regression_aiff_with_a_zero_sample_rate() {
     });
     assert!(err.to_string().contains("malformed"), "{err}");
 }
+
+/// A long recording read block by block equals the whole file loaded at once:
+/// exactly at 16 kHz, within rounding through the resampler at other rates
+/// and for stereo; a file cut short is still refused, at the end.
+#[test]
+fn streamed_blocks_join_to_the_loaded_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let unlimited = LoadOptions {
+        max_duration_s: f64::INFINITY,
+        ..LoadOptions::default()
+    };
+    for (rate, channels, seconds, tolerance) in
+        [(16_000, 1, 61.5, 0.0), (22_050, 2, 75.3, 1e-5), (8_000, 1, 60.0, 1e-5)]
+    {
+        let frames = (f64::from(rate) * seconds) as usize;
+        // A chirp with a little noise, so that blocks cannot match by accident.
+        let samples: Vec<f32> = (0..frames * channels)
+            .map(|i| {
+                let t = (i / channels) as f32 / rate as f32;
+                0.3 * (2.0 * std::f32::consts::PI * (200.0 + 20.0 * t) * t).sin()
+                    + 0.01 * ((i * 7919 % 101) as f32 / 101.0)
+            })
+            .collect();
+        let path = util::write(
+            dir.path(),
+            &format!("long-{rate}.wav"),
+            &Wav::new(Encoding::I16, channels as u16, rate).bytes(&samples),
+        );
+        let whole = audio::load_with(&path, &unlimited).unwrap().samples;
+        let mut stream = audio::AudioStream::open(&path).unwrap();
+        let mut joined = Vec::new();
+        let mut blocks = 0;
+        while let Some(block) = stream.next_block() {
+            joined.extend(block.unwrap());
+            blocks += 1;
+        }
+        assert_eq!(blocks, (seconds / 30.0).ceil() as usize, "{rate} Hz");
+        assert_eq!(joined.len(), whole.len(), "{rate} Hz");
+        let error = joined
+            .iter()
+            .zip(&whole)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(error <= tolerance, "{rate} Hz: max difference {error}");
+    }
+    let mut cut = Wav::new(Encoding::I16, 1, 16_000);
+    cut.declared_frames = Some(16_000 * 70);
+    let path = util::write(dir.path(), "cut.wav", &cut.bytes(&vec![0.1; 16_000 * 40]));
+    let mut stream = audio::AudioStream::open(&path).unwrap();
+    let mut last = None;
+    while let Some(block) = stream.next_block() {
+        last = Some(block);
+    }
+    let err = last.unwrap().unwrap_err().to_string();
+    assert!(err.contains("cut.wav") && err.contains("truncated"), "{err}");
+}

@@ -160,3 +160,57 @@ fn sharded_embeddings_index_the_same_arrays_as_npy_files() {
         assert_eq!(got, want, "{path}");
     }
 }
+
+/// The example clips one after another, `copies` times, as one 16 kHz WAV.
+fn long_recording(dir: &Path, copies: usize) -> std::path::PathBuf {
+    let mut clips = Vec::new();
+    for actor in ["Actor_01", "Actor_02"] {
+        let mut files: Vec<_> = std::fs::read_dir(Path::new("examples/ravdess-mini").join(actor))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files {
+            clips.extend(emofuse::audio::load(&file).unwrap().samples);
+        }
+    }
+    let samples: Vec<f32> = clips.iter().copied().cycle().take(clips.len() * copies).collect();
+    crate::util::write(dir, "long.wav", &crate::util::wav16(&samples, 16_000))
+}
+
+#[test]
+fn a_streamed_timeline_equals_the_loaded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = long_recording(dir.path(), 5);
+    let predictor = emofuse::infer::Predictor::builtin(&Default::default()).unwrap();
+    let waveform = emofuse::audio::load(&path).unwrap();
+    let loaded = predictor.timeline(&waveform, "long.wav", 3.0, 2.5).unwrap();
+    let streamed = predictor.predict_stream(&path, (3.0, 2.5)).unwrap();
+    let streamed = streamed.timeline.unwrap();
+    assert!(waveform.duration_s() > 60.0, "more than two stream blocks");
+    assert_eq!(streamed.windows.len(), loaded.windows.len());
+    for (a, b) in streamed.windows.iter().zip(&loaded.windows) {
+        assert_eq!((a.start_s, a.end_s, a.speech), (b.start_s, b.end_s, b.speech));
+        let (a, b) = (a.prediction.as_ref(), b.prediction.as_ref());
+        assert_eq!(a.map(|p| &p.label), b.map(|p| &p.label));
+        for (label, p) in a.map(|p| p.probabilities.clone()).unwrap_or_default() {
+            assert!((p - b.unwrap().probabilities[&label]).abs() < 1e-5, "{label}");
+        }
+    }
+}
+
+#[test]
+fn recordings_over_the_input_limit_are_predicted_as_a_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = long_recording(dir.path(), 48);
+    let output = emofuse_ok(&["predict", "--json", path.to_str().unwrap()]);
+    let prediction: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let duration = prediction["duration_s"].as_f64().unwrap();
+    assert!(duration > 600.0, "{duration}");
+    let timeline = &prediction["timeline"];
+    assert_eq!(timeline["window_s"], 3.0);
+    let windows = timeline["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), (duration / 3.0).ceil() as usize);
+    assert_eq!(windows.last().unwrap()["end_s"].as_f64().unwrap(), duration);
+    assert!(prediction["label"].is_string());
+}

@@ -30,6 +30,8 @@ pub struct PredictArgs {
     #[arg(long)]
     json: bool,
     /// Also predict windows of this many seconds along each file (a timeline).
+    /// Files longer than the 10-minute input limit are streamed and always
+    /// get a timeline: of these windows, else of 3 s windows side by side.
     #[arg(long)]
     window: Option<f64>,
     /// Seconds between timeline windows.
