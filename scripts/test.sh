@@ -2,7 +2,8 @@
 # The whole test suite on a fresh machine with the Rust toolchain: checks the
 # module layering, installs what the browser test needs (Debian's chromium,
 # playwright-core from npm), then runs cargo test, the Slurm test
-# (scripts/slurm-test.sh) and schemathesis. The tests
+# (scripts/slurm-test.sh), the Python package's tests (scripts/python-test.sh)
+# and schemathesis. The tests
 # read the real corpora from ../shared/data.
 #
 # usage: scripts/test.sh [--gpu]
@@ -29,6 +30,8 @@ fi
 cargo test --locked
 # Sharded prediction on a real one-node Slurm (~1-2 min with its install).
 $SUDO scripts/slurm-test.sh target/debug/emofuse
+# The Python package: wheel built by maturin, pytest against the CLI (~1.5 min).
+scripts/python-test.sh
 # The server against its own OpenAPI document (schemathesis from PyPI, ~1 min).
 scripts/schemathesis.sh 100
 if $gpu; then

@@ -687,6 +687,22 @@ fn finish(decoded: Decoded, path: &Path, options: &LoadOptions) -> Result<Wavefo
     })
 }
 
+/// Mono samples a program already holds (the Python package's arrays), checked
+/// and resampled as a decoded file's are; `name` stands for the path in errors.
+pub fn from_samples(samples: Vec<f32>, sample_rate: u32, name: &str) -> Result<Waveform, AudioError> {
+    let path = Path::new(name);
+    if !(MIN_SOURCE_RATE..=MAX_SOURCE_RATE).contains(&sample_rate) {
+        return Err(AudioError::BadSampleRate {
+            path: path.to_owned(),
+            rate: sample_rate,
+        });
+    }
+    if samples.is_empty() {
+        return Err(AudioError::NoSamples { path: path.to_owned() });
+    }
+    finish(Decoded { samples, sample_rate }, path, &LoadOptions::default())
+}
+
 /// Band-limited resampling of mono audio, delay-compensated so that output
 /// sample `k` sits at time `k / to`; the output has `ceil(len · to / from)`
 /// samples, as librosa's and soxr's do.

@@ -34,6 +34,14 @@ pub enum BuiltinModel {
 }
 
 impl BuiltinModel {
+    /// The built-in model called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<BuiltinModel> {
+        <BuiltinModel as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .find(|model| model.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             BuiltinModel::Default => "default",
