@@ -13,7 +13,8 @@
 //! splits and cross-validations, [`eval`] and [`robustness`] score models
 //! (clean and under noise), [`serve`] puts a model behind HTTP, [`batch`]
 //! splits predictions and embeddings over scheduler shards and merges them.
-//! [`device`] is the one place that names where tensors live.
+//! [`export`] writes a spectral model as ONNX. [`device`] is the one place
+//! that names where tensors live.
 
 pub mod audio;
 pub mod augment;
@@ -24,6 +25,7 @@ pub mod device;
 pub mod eval;
 pub mod experiment;
 pub mod explain;
+pub mod export;
 pub mod features;
 pub mod infer;
 pub mod model;

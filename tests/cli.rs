@@ -408,3 +408,58 @@ fn predict_answers_a_quiet_voice_and_refuses_near_silence() {
     assert_eq!(last["speech"], false);
     assert!(last.get("label").is_none(), "{last}");
 }
+
+/// `export --onnx` writes a well-formed graph (every node's inputs defined
+/// before it) with dynamic batch and frames; onnxruntime's check of its
+/// numbers is in python/tests.
+#[test]
+fn the_default_model_exports_to_onnx() {
+    use onnx_protobuf::Message;
+    use onnx_protobuf::tensor_shape_proto::dimension::Value;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("default.onnx");
+    emofuse_ok(&["export", "--onnx", path.to_str().unwrap()]);
+    let model = onnx_protobuf::ModelProto::parse_from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(model.opset_import[0].version, 17);
+    let graph = model.graph.as_ref().unwrap();
+    let dims = |info: &onnx_protobuf::ValueInfoProto| -> Vec<String> {
+        let Some(onnx_protobuf::type_proto::Value::TensorType(tensor)) = &info.type_.value else {
+            panic!()
+        };
+        tensor
+            .shape
+            .dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(Value::DimParam(name)) => name.clone(),
+                Some(Value::DimValue(size)) => size.to_string(),
+                _ => "?".into(),
+            })
+            .collect()
+    };
+    assert_eq!(dims(&graph.input[0]), ["batch", "42", "frames"]);
+    assert_eq!(dims(&graph.output[0]), ["batch", "8"]);
+    let mut defined: BTreeSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    defined.insert("features".into());
+    for node in &graph.node {
+        for input in &node.input {
+            assert!(defined.contains(input), "{} reads {input} before it exists", node.name);
+        }
+        defined.extend(node.output.iter().cloned());
+    }
+    assert!(defined.contains("probabilities"));
+    let ops: BTreeSet<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+    for op in [
+        "Conv",
+        "LayerNormalization",
+        "Erf",
+        "MaxPool",
+        "Tanh",
+        "Softmax",
+        "ReduceSum",
+        "MatMul",
+    ] {
+        assert!(ops.contains(op), "no {op} node");
+    }
+}

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 
 use emofuse::audio::{self, AudioError, Waveform};
 use emofuse::device::DeviceChoice;
-use emofuse::features::{FeatureConfig, FeatureExtractor};
+use emofuse::features::{FeatureConfig, FeatureExtractor, FrameFeatures};
 use emofuse::infer::{BuiltinModel, FilePrediction, InferError, Predictor};
 
 /// The Python exception of an audio error, with the CLI's message.
@@ -57,6 +57,11 @@ fn features<'py>(
     let features = py
         .detach(|| extractor.extract(&waveform.samples, waveform.sample_rate))
         .map_err(|err| PyValueError::new_err(format!("array: {err}")))?;
+    rows(py, &features)
+}
+
+/// `[features, frames]` as a 2-D array.
+fn rows<'py>(py: Python<'py>, features: &FrameFeatures) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let rows: Vec<Vec<f32>> = features
         .data
         .chunks_exact(features.n_frames.max(1))
@@ -101,6 +106,25 @@ impl Model {
     #[getter]
     fn labels(&self) -> Vec<String> {
         self.predictor.labels().to_vec()
+    }
+
+    /// The model's own input features `[42, frames]` (its level setting, before
+    /// standardisation): what its ONNX export takes.
+    fn features<'py>(
+        &self,
+        py: Python<'py>,
+        samples: PyReadonlyArray1<'py, f32>,
+        sample_rate: u32,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let waveform = waveform(samples, sample_rate, "array")?;
+        let features = py
+            .detach(|| {
+                self.predictor
+                    .extractor()
+                    .extract(&waveform.samples, waveform.sample_rate)
+            })
+            .map_err(|err| PyValueError::new_err(format!("array: {err}")))?;
+        rows(py, &features)
     }
 
     /// `predict --json`'s answer for a file, as a JSON string.

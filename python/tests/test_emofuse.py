@@ -7,6 +7,7 @@ import subprocess
 import threading
 
 import numpy as np
+import onnxruntime
 import pytest
 
 import emofuse
@@ -99,3 +100,19 @@ def test_threads_share_a_model():
     for thread in threads:
         thread.join()
     assert [results[i] for i in range(8)] == [want[i % len(CLIPS)] for i in range(8)]
+
+
+def test_the_onnx_export_gives_emofuse_probabilities(tmp_path):
+    path = tmp_path / "default.onnx"
+    cli("export", "--onnx", str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta()
+    model = emofuse.Model("default")
+    assert json.loads(meta.custom_metadata_map["labels"]) == model.labels
+    assert "feature extraction is not in this graph" in meta.description
+    for clip in CLIPS:
+        samples, rate = emofuse.load_audio(clip)
+        features = model.features(samples, rate)[np.newaxis]
+        (probabilities,) = session.run(["probabilities"], {"features": features})
+        want = emofuse.predict(clip)["probabilities"]
+        np.testing.assert_allclose(probabilities[0], want, atol=1e-4)

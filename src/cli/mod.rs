@@ -8,6 +8,7 @@ mod bench;
 mod data;
 mod embed;
 mod explain;
+mod export;
 mod features;
 mod predict;
 mod robustness;
@@ -66,6 +67,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
     Embed(embed::EmbedArgs),
+    /// Write a spectral model as ONNX (raw frame features in, calibrated probabilities out).
+    Export(export::ExportArgs),
     /// Join the shards of a `predict --out` or `embed --out` job into one file, checking none is missing.
     Merge(batch::MergeArgs),
     /// Pretrained encoders for the temporal stream (convert faster-whisper's model.bin).
@@ -99,6 +102,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::serve(&args),
         Command::Embed(args) => embed::embed(&args),
         Command::Merge(args) => batch::merge(&args),
+        Command::Export(args) => export::export(&args),
         Command::Backbone { command } => backbone::run(command),
         Command::Bench { command } => bench::run(command),
     }

@@ -67,6 +67,12 @@ class Model:
             raise ValueError("array: sample_rate is needed with an array of samples")
         return json.loads(self._model.predict_samples_json(_mono_float32(source), int(sample_rate), "array"))
 
+    def features(self, samples, sample_rate):
+        """This model's input: float32 ``[42, frames]`` raw frame features computed with
+        the model's own settings (its level normalisation), before standardisation —
+        the input of its ONNX export (``emofuse export --onnx``)."""
+        return self._model.features(_mono_float32(samples), int(sample_rate))
+
     def predict_batch(self, sources, sample_rate=None):
         """``predict`` of each path or array, in order."""
         return [self.predict(source, sample_rate) for source in sources]
