@@ -15,8 +15,7 @@ use emofuse::infer::{EmbedPool, Embedder};
 use emofuse::model::whisper::WhisperMode;
 use emofuse::persist::{self, NpyTarget};
 
-use super::batch::{ShardArgs, abort_after_files, run_shard};
-use super::{DeviceArg, report_problems};
+use super::{DeviceArg, ShardArgs, abort_after_files, report_problems, run_shard};
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {

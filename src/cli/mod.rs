@@ -32,6 +32,9 @@ use emofuse::experiment::ExperimentError;
 use emofuse::infer::{BuiltinModel, Predictor};
 use emofuse::train::TrainError;
 
+// The sharding flags and loop of `predict` and `embed`.
+use batch::{ShardArgs, abort_after_files, run_shard};
+
 /// Speech emotion recognition that holds up in real noise and says why.
 #[derive(Debug, Parser)]
 #[command(name = "emofuse", version, about)]

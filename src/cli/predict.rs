@@ -14,8 +14,10 @@ use emofuse::data::{self, DatasetKind, Problem};
 use emofuse::eval;
 use emofuse::infer::{BuiltinModel, FilePrediction};
 
-use super::batch::{ShardArgs, abort_after_files, run_shard};
-use super::{DeviceArg, FoldArgs, ModelArg, emit, load_predictor, progress_bar, report_problems};
+use super::{
+    DeviceArg, FoldArgs, ModelArg, ShardArgs, abort_after_files, emit, load_predictor, progress_bar, report_problems,
+    run_shard,
+};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
