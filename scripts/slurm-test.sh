@@ -71,12 +71,18 @@ sinfo --noheader --states=idle | grep -q . || { tail -n 20 "$work"/slurm*.log; e
 
 # 100 clips of four actors, by absolute path, as the job's input list.
 find "$(realpath ../shared/data/ravdess)" -name '*.flac' | sort | sed -n '1,100p' > "$work/clips.txt"
-submit() {  # submit ARRAY OUT [env…]: one job array, waited for; its exit status
+submit() {  # submit ARRAY OUT [env…]: one job array, waited for (squeue each second)
   echo "slurm-test: $(date +%T) sbatch --array=$1" >&2
-  local array=$1 out=$2
+  local array=$1 out=$2 job
   shift 2
-  env "$@" SHARDS=4 EMOFUSE="$emofuse" sbatch --quiet --wait --array="$array" --chdir="$work" \
-    deploy/slurm/predict.sbatch "$work/clips.txt" "$work/$out" --chunk-size 8
+  job=$(env "$@" SHARDS=4 EMOFUSE="$emofuse" sbatch --parsable --array="$array" --chdir="$work" \
+    deploy/slurm/predict.sbatch "$work/clips.txt" "$work/$out" --chunk-size 8)
+  for _ in $(seq 300); do
+    [ -z "$(squeue --noheader --jobs="$job")" ] && return 0
+    sleep 1
+  done
+  echo "slurm-test: job $job still running after 5 minutes" >&2
+  return 1
 }
 "$emofuse" predict "$work/clips.txt" --out "$work/single" > /dev/null
 "$emofuse" merge "$work/single"
@@ -86,10 +92,8 @@ cmp "$work/single/predictions.jsonl" "$work/array/predictions.jsonl"
 echo "slurm-test: 4 array tasks merged = one process ($(wc -l < "$work/array/predictions.jsonl") lines)"
 
 submit 0,1,3 killed
-if submit 2 killed EMOFUSE_TEST_ABORT_AFTER_FILES=12; then
-  echo "slurm-test: the killed task succeeded" >&2
-  exit 1
-fi
+submit 2 killed EMOFUSE_TEST_ABORT_AFTER_FILES=12
+grep -q "stopping as if killed" "$work"/emofuse-predict-*_2.log
 if "$emofuse" merge "$work/killed" 2> "$work/merge.err"; then
   echo "slurm-test: merge accepted a killed shard" >&2
   exit 1
