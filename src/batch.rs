@@ -234,7 +234,8 @@ impl ShardWriter {
         let plan_path = dir.join("plan.json");
         match read_plan(&plan_path) {
             Ok(Some(found)) => {
-                if let Some(what) = difference(&found, &plan) {
+                let files_differ = (found.files != plan.files).then_some("the shard's files");
+                if let Some(what) = job_difference(&found, &plan).or(files_differ) {
                     return Err(BatchError::OtherJob { dir, what });
                 }
                 persist::remove_stale_temporaries(&dir);
@@ -450,14 +451,7 @@ pub fn merge(out: &Path) -> Result<Merged, BatchError> {
     let first = &plans[0].1;
     let mut names: Vec<&str> = Vec::with_capacity(first.inputs);
     for (dir, plan) in &plans {
-        if let Some(what) = difference(
-            plan,
-            &Plan {
-                shard: plan.shard,
-                files: plan.files.clone(),
-                ..first.clone()
-            },
-        ) {
+        if let Some(what) = job_difference(plan, first) {
             return Err(BatchError::OtherJob { dir: dir.clone(), what });
         }
         let shard = Shard::new(plan.shard, plan.count).expect("shard folders parse to valid shards");
@@ -650,8 +644,8 @@ fn read_plan(path: &Path) -> Result<Option<Plan>, BatchError> {
     }
 }
 
-/// Which setting two plans of one shard folder disagree on, if any.
-fn difference(found: &Plan, wanted: &Plan) -> Option<&'static str> {
+/// Which setting of the job two plans disagree on, if any (their shards' own files aside).
+fn job_difference(found: &Plan, wanted: &Plan) -> Option<&'static str> {
     [
         (found.kind != wanted.kind, "the kind of result"),
         (found.job != wanted.job, "the command's settings"),
@@ -661,7 +655,6 @@ fn difference(found: &Plan, wanted: &Plan) -> Option<&'static str> {
             found.inputs != wanted.inputs || found.inputs_sha256 != wanted.inputs_sha256,
             "the input list",
         ),
-        (found.files != wanted.files, "the shard's files"),
     ]
     .into_iter()
     .find_map(|(differs, what)| differs.then_some(what))
