@@ -359,18 +359,24 @@ fn track_info(reader: &dyn FormatReader, container: Container, path: &Path) -> R
         path: path.to_owned(),
         detail: "header has no sample rate".into(),
     })?;
-    if !(MIN_SOURCE_RATE..=MAX_SOURCE_RATE).contains(&sample_rate) {
-        return Err(AudioError::BadSampleRate {
-            path: path.to_owned(),
-            rate: sample_rate,
-        });
-    }
+    check_rate(sample_rate, path)?;
     let channels = params.channels.map(|c| c.count()).unwrap_or(1);
     Ok(AudioInfo {
         container,
         sample_rate,
         channels,
         n_frames: params.n_frames,
+    })
+}
+
+/// Refuses a rate outside [`MIN_SOURCE_RATE`]..=[`MAX_SOURCE_RATE`].
+fn check_rate(rate: u32, path: &Path) -> Result<(), AudioError> {
+    if (MIN_SOURCE_RATE..=MAX_SOURCE_RATE).contains(&rate) {
+        return Ok(());
+    }
+    Err(AudioError::BadSampleRate {
+        path: path.to_owned(),
+        rate,
     })
 }
 
@@ -691,12 +697,7 @@ fn finish(decoded: Decoded, path: &Path, options: &LoadOptions) -> Result<Wavefo
 /// and resampled as a decoded file's are; `name` stands for the path in errors.
 pub fn from_samples(samples: Vec<f32>, sample_rate: u32, name: &str) -> Result<Waveform, AudioError> {
     let path = Path::new(name);
-    if !(MIN_SOURCE_RATE..=MAX_SOURCE_RATE).contains(&sample_rate) {
-        return Err(AudioError::BadSampleRate {
-            path: path.to_owned(),
-            rate: sample_rate,
-        });
-    }
+    check_rate(sample_rate, path)?;
     if samples.is_empty() {
         return Err(AudioError::NoSamples { path: path.to_owned() });
     }

@@ -4,6 +4,7 @@
 //! mono float32 and the JSON answers into dicts.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::exceptions::{PyFileNotFoundError, PyIsADirectoryError, PyOSError, PyValueError};
@@ -51,9 +52,12 @@ fn features<'py>(
     samples: PyReadonlyArray1<'py, f32>,
     sample_rate: u32,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    // Built once (window, FFT plan, mel bank, DCT), as the CLI builds it once per run.
+    static EXTRACTOR: OnceLock<FeatureExtractor> = OnceLock::new();
     let waveform = waveform(samples, sample_rate, "array")?;
-    let extractor =
-        FeatureExtractor::new(FeatureConfig::default()).map_err(|err| PyValueError::new_err(err.to_string()))?;
+    let extractor = EXTRACTOR.get_or_init(|| {
+        FeatureExtractor::new(FeatureConfig::default()).expect("the default feature settings are valid")
+    });
     let features = py
         .detach(|| extractor.extract(&waveform.samples, waveform.sample_rate))
         .map_err(|err| PyValueError::new_err(format!("array: {err}")))?;

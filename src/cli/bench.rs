@@ -8,8 +8,6 @@ use clap::{Args, Subcommand};
 
 use emofuse::bench::{self, FeaturesReport, ForwardReport, PredictReport};
 
-use emofuse::infer::BuiltinModel;
-
 use super::{DeviceArg, ModelArg, emit, load_predictor, progress_bar};
 
 #[derive(Debug, Subcommand)]
@@ -118,10 +116,7 @@ fn forward(args: &ForwardBenchArgs) -> Result<()> {
 
 fn predict(args: &PredictBenchArgs) -> Result<()> {
     let predictor = load_predictor(args.model.as_ref(), &args.device.open()?)?;
-    let model = args.model.as_ref().map_or_else(
-        || ModelArg::Builtin(BuiltinModel::Default).to_string(),
-        ToString::to_string,
-    );
+    let model = ModelArg::or_default(args.model.as_ref()).to_string();
     let report = PredictReport::measure(&predictor, model, &args.data, args.limit)
         .with_context(|| format!("cannot time predictions on {}", args.data.display()))?;
     emit(args.json, &report)

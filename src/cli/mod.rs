@@ -256,6 +256,11 @@ impl std::fmt::Display for ModelArg {
 }
 
 impl ModelArg {
+    /// `--model`, or the default built-in model without one.
+    pub fn or_default(model: Option<&ModelArg>) -> ModelArg {
+        model.cloned().unwrap_or(ModelArg::Builtin(BuiltinModel::Default))
+    }
+
     /// The folder named, if a folder was named.
     pub fn folder(&self) -> Option<&Path> {
         match self {
@@ -277,12 +282,12 @@ impl ModelArg {
 
 /// Loads `--model`, or the default built-in model.
 pub fn load_predictor(model: Option<&ModelArg>, device: &Device) -> Result<Predictor> {
-    match model.unwrap_or(&ModelArg::Builtin(BuiltinModel::Default)) {
+    match ModelArg::or_default(model) {
         ModelArg::Folder(dir) => {
-            Predictor::load(dir, device).with_context(|| format!("cannot load the model {}", dir.display()))
+            Predictor::load(&dir, device).with_context(|| format!("cannot load the model {}", dir.display()))
         }
         ModelArg::Builtin(which) => {
-            Predictor::named(*which, device).with_context(|| format!("cannot load the built-in model {}", which.name()))
+            Predictor::named(which, device).with_context(|| format!("cannot load the built-in model {}", which.name()))
         }
     }
 }

@@ -12,7 +12,7 @@ use emofuse::batch::{Kind, ShardWriter};
 use emofuse::data::inputs::InputFiles;
 use emofuse::data::{self, DatasetKind, Problem};
 use emofuse::eval;
-use emofuse::infer::{BuiltinModel, FilePrediction};
+use emofuse::infer::FilePrediction;
 
 use super::{
     DeviceArg, FoldArgs, ModelArg, ShardArgs, abort_after_files, emit, load_predictor, progress_bar, report_problems,
@@ -77,10 +77,7 @@ pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
     let predictor = load_predictor(args.model.as_ref(), &args.device.open()?)?;
     let window = args.window.map(|window| (window, args.hop));
     if let Some(out) = &args.batch.out {
-        let model = args.model.as_ref().map_or_else(
-            || ModelArg::Builtin(BuiltinModel::Default).to_string(),
-            ToString::to_string,
-        );
+        let model = ModelArg::or_default(args.model.as_ref()).to_string();
         let job = format!("predict --model {model} --window {window:?}");
         let chunk_size = args.batch.chunk_size.into();
         let inputs = listed.unwrap_or_else(|| InputFiles::named(&args.files));
@@ -136,10 +133,7 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let evaluation = eval::evaluate(&predictor, &clips, || progress.inc(1))
         .with_context(|| format!("cannot score {}", args.data.display()))?;
     progress.finish_and_clear();
-    let model = args.model.as_ref().map_or_else(
-        || ModelArg::Builtin(BuiltinModel::Default).to_string(),
-        ToString::to_string,
-    );
+    let model = ModelArg::or_default(args.model.as_ref()).to_string();
     let report = evaluation.report(model, &args.data, test_fold.map(|fold| format!("fold {}", fold.fold)));
     if let Some(out) = &args.out {
         evaluation.write_files(out, &report)?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{DataError, audio_files};
+use super::{DataError, audio_files, manifest};
 
 /// Extensions read as a plain list of paths.
 const LIST_EXTENSIONS: &[&str] = &["txt", "lst", "list"];
@@ -21,11 +21,6 @@ pub struct InputFiles {
 }
 
 impl InputFiles {
-    /// One folder, manifest or list; or else the audio files themselves.
-    pub fn resolve(args: &[PathBuf]) -> Result<InputFiles, DataError> {
-        Ok(Self::listed(args)?.unwrap_or_else(|| Self::named(args)))
-    }
-
     /// Files named one by one, relative to the working directory.
     pub fn named(files: &[PathBuf]) -> InputFiles {
         Self::sorted(PathBuf::new(), files.to_vec())
@@ -103,18 +98,12 @@ struct PathRow {
 }
 
 fn csv_paths(manifest: &Path, text: &str) -> Result<Vec<PathBuf>, DataError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
+    let mut reader = manifest::csv_reader(manifest, text, &["path"], "")?;
     let bad = |line: usize, reason: String| DataError::Manifest {
         path: manifest.to_owned(),
         line,
         reason,
     };
-    let headers = reader.headers().map_err(|err| bad(1, err.to_string()))?;
-    if !headers.iter().any(|h| h == "path") {
-        return Err(bad(1, "header has no 'path' column".into()));
-    }
     reader
         .deserialize::<PathRow>()
         .enumerate()
@@ -156,7 +145,7 @@ mod tests {
             std::fs::write(path, b"").unwrap();
         }
         let want: Vec<PathBuf> = ["a.wav", "b/10.wav", "b/2.wav"].iter().map(PathBuf::from).collect();
-        let folder = InputFiles::resolve(&[dir.path().to_owned()]).unwrap();
+        let folder = InputFiles::listed(&[dir.path().to_owned()]).unwrap().unwrap();
         assert_eq!((folder.base.as_path(), &folder.relative), (dir.path(), &want));
 
         let csv = dir.path().join("m.csv");
@@ -170,7 +159,7 @@ mod tests {
         let txt = dir.path().join("m.txt");
         std::fs::write(&txt, "# mine\nb/10.wav\n a.wav \nb/2.wav\n").unwrap();
         for list in [csv, jsonl, txt] {
-            let files = InputFiles::resolve(&[list.clone()]).unwrap();
+            let files = InputFiles::listed(&[list.clone()]).unwrap().unwrap();
             assert_eq!(files.relative, want, "{}", list.display());
             assert_eq!(files.path(&files.relative[0]), dir.path().join("a.wav"));
         }
@@ -181,7 +170,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jsonl = dir.path().join("m.jsonl");
         std::fs::write(&jsonl, "{\"path\":\"a.wav\"}\n{\"file\":\"b.wav\"}\n").unwrap();
-        let err = InputFiles::resolve(&[jsonl]).unwrap_err().to_string();
+        let err = InputFiles::listed(&[jsonl]).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("path"), "{err}");
     }
 }

@@ -59,25 +59,36 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
     })
 }
 
-fn csv_rows(path: &Path, text: &str) -> Result<Vec<NumberedRow>, DataError> {
+/// A reader of the CSV manifest `text` (at `path`), refused unless its header
+/// has every `required` column; `want` ends the refusal's reason.
+pub(super) fn csv_reader<'t>(
+    path: &Path,
+    text: &'t str,
+    required: &[&str],
+    want: &str,
+) -> Result<csv::Reader<&'t [u8]>, DataError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let headers = reader.headers().map_err(|err| DataError::Manifest {
+    let bad_header = |reason| DataError::Manifest {
         path: path.to_owned(),
         line: 1,
-        reason: err.to_string(),
-    })?;
-    for column in ["path", "label", "speaker"] {
-        if !headers.iter().any(|h| h == column) {
-            let reason = format!("header has no '{column}' column (want path,label,speaker[,dataset])");
-            return Err(DataError::Manifest {
-                path: path.to_owned(),
-                line: 1,
-                reason,
-            });
-        }
+        reason,
+    };
+    let headers = reader.headers().map_err(|err| bad_header(err.to_string()))?;
+    if let Some(column) = required.iter().find(|&&column| !headers.iter().any(|h| h == column)) {
+        return Err(bad_header(format!("header has no '{column}' column{want}")));
     }
+    Ok(reader)
+}
+
+fn csv_rows(path: &Path, text: &str) -> Result<Vec<NumberedRow>, DataError> {
+    let mut reader = csv_reader(
+        path,
+        text,
+        &["path", "label", "speaker"],
+        " (want path,label,speaker[,dataset])",
+    )?;
     Ok(reader
         .deserialize::<Row>()
         .map(|row| {
