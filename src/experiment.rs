@@ -292,7 +292,13 @@ impl SplitRun<'_> {
                 if let Some(augment) = &mut wave_augment {
                     augment.noise = None;
                 }
-                Some(teacher_probabilities(teacher, &train, &plan.labels, on_event)?)
+                Some(teacher_probabilities(
+                    teacher,
+                    &mut train,
+                    &plan.labels,
+                    &self.config.cache_dir,
+                    on_event,
+                )?)
             }
             None => None,
         };
@@ -595,11 +601,15 @@ fn load_teacher(dir: &Path, split: &Split, labels: &[String], device: &Device) -
     Ok(teacher)
 }
 
-/// The teacher's probabilities of each example (from its audio), in the order of `labels`.
+/// The teacher's probabilities of each example (from its audio), in the order
+/// of `labels`. A teacher on a frozen encoder reads the hidden states cached
+/// under `cache_dir` (its own training's, for a clip it heard there) and
+/// caches those it computes: labelling then costs no encoder pass.
 fn teacher_probabilities(
     teacher: &Predictor,
-    set: &ExampleSet,
+    set: &mut ExampleSet,
     labels: &[String],
+    cache_dir: &Path,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Vec<Vec<f32>>, ExperimentError> {
     let columns: Vec<usize> = labels
@@ -612,39 +622,49 @@ fn teacher_probabilities(
                 .expect("checked by load_teacher")
         })
         .collect();
+    let caches = match teacher.frozen() {
+        Some(_) => {
+            let mut temporal = teacher.config().model.temporal.clone();
+            temporal.backbone = temporal.backbone.local()?;
+            set.hash_files()?;
+            Some(HiddenCaches::open(cache_dir, &temporal)?)
+        }
+        None => None,
+    };
     let n_classes = teacher.labels().len();
-    let examples = &set.examples;
-    let mut rows = Vec::with_capacity(examples.len());
-    for (done, chunk) in examples.chunks(16).enumerate() {
-        let inputs = chunk
-            .iter()
-            .enumerate()
-            .map(|(k, example)| {
-                let samples = example
+    let total = set.examples.len();
+    let mut rows = Vec::with_capacity(total);
+    // In chunks, so that only one chunk's audio is held twice.
+    for start in (0..total).step_by(256) {
+        let end = (start + 256).min(total);
+        let examples = (start..end)
+            .map(|i| {
+                let samples = set.examples[i]
                     .audio
                     .as_ref()
                     .expect("a teacher's examples keep their audio")
                     .to_vec();
-                let name = match set.clips.get(done * 16 + k) {
-                    Some(clip) => clip.path.display().to_string(),
-                    None => "a noisy copy of a training clip".to_owned(),
-                };
                 teacher.example(
                     &Waveform {
                         samples,
                         sample_rate: crate::audio::SAMPLE_RATE,
                     },
-                    &name,
+                    &set.clips[i].path.display().to_string(),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        for row in teacher.probabilities(&inputs).chunks_exact(n_classes) {
+        let mut part = ExampleSet {
+            clips: set.clips[start..end].to_vec(),
+            examples,
+            keys: set.keys.get(start..end).map(<[_]>::to_vec).unwrap_or_default(),
+        };
+        if let (Some(frozen), Some(caches)) = (teacher.frozen(), &caches) {
+            attach_hidden_states(&mut part, frozen, caches, teacher.device(), &mut |_| {})?;
+        }
+        for row in teacher.probabilities(&part.examples).chunks_exact(n_classes) {
             rows.push(columns.iter().map(|&j| row[j]).collect());
         }
-        on_event(Event::Teacher {
-            done: (done * 16 + chunk.len()),
-            total: examples.len(),
-        });
+        on_event(Event::Teacher { done: end, total });
     }
     Ok(rows)
 }

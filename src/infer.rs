@@ -243,6 +243,11 @@ impl Predictor {
         self.builder.extractor()
     }
 
+    /// The frozen pretrained encoder outside the model, if it has one.
+    pub fn frozen(&self) -> Option<&FrozenBackbone> {
+        self.frozen.as_ref()
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -270,22 +270,10 @@ fn one_line_error(output: &std::process::Output, needle: &str) -> String {
 fn models_on_whisper_base_name_it_by_checksum() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let installed = cache.join("backbones/whisper-base");
-    std::fs::create_dir_all(&installed).unwrap();
-    for file in ["config.json", "model.safetensors", "preprocessor_config.json"] {
-        std::fs::copy(golden_dir("whisper").join("hf").join(file), installed.join(file)).unwrap();
-    }
+    let installed = install_tiny_whisper_base(&cache);
     let clip = shared_data().join(golden_index("whisper")["clips"]["ravdess"].as_str().unwrap());
     let clip = clip.to_str().unwrap();
-    let probe = [
-        "--backbone",
-        "whisper-base",
-        "--temporal-layers",
-        "concat",
-        "--temporal-pooling",
-        "mean",
-    ];
-    let (model, trained) = train_tiny_output(dir.path(), "temporal", "probe", &probe);
+    let (model, trained) = train_tiny_output(dir.path(), "temporal", "probe", &PROBE);
     let stderr = String::from_utf8_lossy(&trained.stderr);
     assert!(stderr.contains("linear probe: C = "), "{stderr}");
     let config: Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
@@ -344,4 +332,61 @@ fn models_on_whisper_base_name_it_by_checksum() {
         &["explain", "--model", "whisper", clip, "--out", out.to_str().unwrap()],
     );
     one_line_error(&explained, "scripts/get-whisper-base.sh");
+}
+
+/// The flags of a linear probe on whisper-base.
+const PROBE: [&str; 6] = [
+    "--backbone",
+    "whisper-base",
+    "--temporal-layers",
+    "concat",
+    "--temporal-pooling",
+    "mean",
+];
+
+/// Installs the tiny Whisper checkpoint as `whisper-base` under the cache root
+/// `cache`; returns its folder.
+fn install_tiny_whisper_base(cache: &Path) -> PathBuf {
+    let installed = cache.join("backbones/whisper-base");
+    std::fs::create_dir_all(&installed).unwrap();
+    for file in ["config.json", "model.safetensors", "preprocessor_config.json"] {
+        std::fs::copy(golden_dir("whisper").join("hf").join(file), installed.join(file)).unwrap();
+    }
+    installed
+}
+
+/// A probe teaching a spectral student labels the clips from the hidden
+/// states its own training cached (no encoder pass), and those give the
+/// student the same weights as states computed afresh.
+#[test]
+fn a_probe_teacher_labels_from_the_hidden_states_it_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    install_tiny_whisper_base(&cache);
+    let (teacher, _) = train_tiny_output(dir.path(), "temporal", "teacher", &PROBE);
+    let means = cache.join("hidden-means");
+    let entries = || -> Vec<PathBuf> {
+        walkdir::WalkDir::new(&means)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_file())
+            .map(walkdir::DirEntry::into_path)
+            .collect()
+    };
+    let cached = entries();
+    assert!(!cached.is_empty(), "the probe caches its frame means");
+
+    let distil = ["--teacher", teacher.to_str().unwrap()];
+    let (from_cache, _) = train_tiny_output(dir.path(), "spectral", "from-cache", &distil);
+    assert_eq!(entries(), cached, "no hidden states computed or written again");
+
+    std::fs::remove_dir_all(&means).unwrap();
+    let (afresh, _) = train_tiny_output(dir.path(), "spectral", "afresh", &distil);
+    assert_eq!(entries().len(), cached.len(), "the teacher cached what it computed");
+    let weights = |model: &Path| std::fs::read(model.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&from_cache) == weights(&afresh),
+        "cached and computed hidden states teach alike"
+    );
 }

@@ -192,6 +192,28 @@ impl BackboneConfig {
         }
     }
 
+    /// As this machine names it: the inverse of [`BackboneConfig::portable`]
+    /// (the installed whisper-base by its path, no checksum), so that a
+    /// saved model's encoder finds the hidden states its training cached.
+    pub fn local(&self) -> Result<BackboneConfig, BackboneError> {
+        match self {
+            BackboneConfig::Whisper {
+                path, encoder, mode, ..
+            } if path == Path::new(WHISPER_BASE) => {
+                let dir = installed_whisper_base()?;
+                Ok(BackboneConfig::Whisper {
+                    path: dir
+                        .canonicalize()
+                        .map_err(|source| BackboneError::Io { path: dir, source })?,
+                    encoder: encoder.clone(),
+                    mode: *mode,
+                    sha256: None,
+                })
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
     /// The whole configuration as one string: the hidden-state cache's key,
     /// which changes whenever the encoder's output would.
     pub fn identity(&self) -> String {
