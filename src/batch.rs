@@ -300,7 +300,7 @@ impl ShardWriter {
     /// file's array (shape, values) or why it failed.
     pub fn embeddings(
         &self,
-        mut embed: impl FnMut(&Path, &str) -> Result<(Vec<u64>, Vec<f32>), String>,
+        mut embed: impl FnMut(&Path, &str) -> Embedded,
         on_file: impl FnMut(),
     ) -> Result<ShardSummary, BatchError> {
         let mut failed = 0;
@@ -310,7 +310,7 @@ impl ShardWriter {
                 failed += usize::from(embedded.is_err());
                 (name.to_owned(), embedded)
             },
-            |items| embedding_chunk(items),
+            embedding_chunk,
             on_file,
         )?;
         Ok(ShardSummary { failed, ..summary })
@@ -348,10 +348,13 @@ impl ShardWriter {
     }
 }
 
+/// One file's embedding, `(shape, values)`, or why it has none.
+type Embedded = Result<(Vec<u64>, Vec<f32>), String>;
+
 /// One embeddings chunk: the arrays stacked as `embeddings` [rows, …] when
 /// they share a shape (pooled embeddings), else one tensor per row named by
 /// its number; the header's metadata `index` says which file is which row.
-fn embedding_chunk(items: &[(String, Result<(Vec<u64>, Vec<f32>), String>)]) -> Vec<u8> {
+fn embedding_chunk(items: &[(String, Embedded)]) -> Vec<u8> {
     let arrays: Vec<&(Vec<u64>, Vec<f32>)> = items.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
     let stacked = arrays.windows(2).all(|pair| pair[0].0 == pair[1].0);
     let mut index = Vec::with_capacity(items.len());

@@ -710,6 +710,9 @@ fn embedding_means(
 /// Noisy copies of a frozen encoder's training clips made per clean clip.
 const NOISY_COPIES: u64 = 2;
 
+/// A noisy copy of a training example and its cache key.
+type NoisyCopy = (Example, blake3::Hash);
+
 impl ExampleSet<'_> {
     /// Fills in [`Self::keys`]: the content hash of each clip's file.
     fn hash_files(&mut self) -> Result<(), ExperimentError> {
@@ -748,7 +751,7 @@ fn add_noisy_copies(
     let setting = setting.finalize();
     set.hash_files()?;
     let keys = set.keys.clone();
-    let made: Vec<(usize, Result<(Example, blake3::Hash), AugmentError>)> = (1..=NOISY_COPIES)
+    let made: Vec<(usize, Result<NoisyCopy, AugmentError>)> = (1..=NOISY_COPIES)
         .flat_map(|copy| {
             set.examples
                 .iter()

@@ -159,7 +159,7 @@ mod tests {
         let txt = dir.path().join("m.txt");
         std::fs::write(&txt, "# mine\nb/10.wav\n a.wav \nb/2.wav\n").unwrap();
         for list in [csv, jsonl, txt] {
-            let files = InputFiles::listed(&[list.clone()]).unwrap().unwrap();
+            let files = InputFiles::listed(std::slice::from_ref(&list)).unwrap().unwrap();
             assert_eq!(files.relative, want, "{}", list.display());
             assert_eq!(files.path(&files.relative[0]), dir.path().join("a.wav"));
         }
