@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{emofuse, golden_dir, shared_data, tiny_manifest, train_tiny};
+use crate::util::{emofuse, files_under, golden_dir, shared_data, tiny_manifest, train_tiny};
 
 fn train_args(manifest: &Path, out: &Path, cache: &Path) -> Vec<String> {
     [
@@ -193,7 +193,7 @@ fn a_frozen_encoder_trains_on_cached_clean_and_noisy_hidden_states() {
         std::fs::read(train_tiny(dir.path(), "fusion-gated", out, &extra).join("model.safetensors")).unwrap()
     };
     let entries = || -> usize {
-        walk(&cache.join("hidden"))
+        files_under(&cache.join("hidden"))
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "feat"))
             .count()
@@ -207,19 +207,6 @@ fn a_frozen_encoder_trains_on_cached_clean_and_noisy_hidden_states() {
     let second = run("second");
     assert_eq!(entries(), cached, "the second run reuses every cached state");
     assert_eq!(first, second, "same seed, same noisy copies, same weights");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// `cv` killed (SIGKILL) in its second fold and started again continues where
@@ -412,7 +399,7 @@ fn a_full_disk_stops_training_clearly_and_keeps_the_last_checkpoint() {
         saved,
         "the last checkpoint is untouched"
     );
-    let leftovers: Vec<_> = walk(&run_dir)
+    let leftovers: Vec<_> = files_under(&run_dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
         .collect();

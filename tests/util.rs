@@ -210,6 +210,17 @@ pub fn emofuse_ok(args: &[&str]) -> Output {
     output
 }
 
+/// Every file under `dir`, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|entry| entry.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+        .collect()
+}
+
 /// A manifest of 56 RAVDESS clips in `dir`: 4 actors, 4 emotions, 2 of the
 /// 4 statement × repetition takes.
 pub fn tiny_manifest(dir: &Path) -> PathBuf {

@@ -9,7 +9,9 @@ use emofuse::audio;
 use emofuse::model::whisper::{self, WhisperMel, WhisperMode};
 use serde_json::Value;
 
-use crate::util::{emofuse_in, golden_dir, golden_index, max_abs_error, read_golden, shared_data, train_tiny_output};
+use crate::util::{
+    emofuse_in, files_under, golden_dir, golden_index, max_abs_error, read_golden, shared_data, train_tiny_output,
+};
 
 /// Max absolute error of the log-mel input ((log10 + 4) / 4 units) and of the hidden states.
 const MEL_TOLERANCE: f32 = 1e-4;
@@ -365,15 +367,7 @@ fn a_probe_teacher_labels_from_the_hidden_states_it_cached() {
     install_tiny_whisper_base(&cache);
     let (teacher, _) = train_tiny_output(dir.path(), "temporal", "teacher", &PROBE);
     let means = cache.join("hidden-means");
-    let entries = || -> Vec<PathBuf> {
-        walkdir::WalkDir::new(&means)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_type().is_file())
-            .map(walkdir::DirEntry::into_path)
-            .collect()
-    };
+    let entries = || files_under(&means);
     let cached = entries();
     assert!(!cached.is_empty(), "the probe caches its frame means");
 

@@ -199,17 +199,12 @@ impl BackboneConfig {
         match self {
             BackboneConfig::Whisper {
                 path, encoder, mode, ..
-            } if path == Path::new(WHISPER_BASE) => {
-                let dir = installed_whisper_base()?;
-                Ok(BackboneConfig::Whisper {
-                    path: dir
-                        .canonicalize()
-                        .map_err(|source| BackboneError::Io { path: dir, source })?,
-                    encoder: encoder.clone(),
-                    mode: *mode,
-                    sha256: None,
-                })
-            }
+            } if path == Path::new(WHISPER_BASE) => Ok(BackboneConfig::Whisper {
+                path: installed_whisper_base()?,
+                encoder: encoder.clone(),
+                mode: *mode,
+                sha256: None,
+            }),
             other => Ok(other.clone()),
         }
     }
@@ -273,13 +268,14 @@ pub const WHISPER_BASE: &str = "whisper-base";
 const WHISPER_BASE_DIR: &str = "backbones/whisper-base";
 const WHISPER_WEIGHTS: &str = "model.safetensors";
 
-/// The installed whisper-base's folder.
+/// The installed whisper-base's folder, canonical (as a config trained on it names it).
 fn installed_whisper_base() -> Result<PathBuf, BackboneError> {
     let dir = crate::persist::cache_root().join(WHISPER_BASE_DIR);
     if !dir.join(WHISPER_WEIGHTS).is_file() {
         return Err(BackboneError::NotInstalled { dir });
     }
-    Ok(dir)
+    dir.canonicalize()
+        .map_err(|source| BackboneError::Io { path: dir, source })
 }
 
 /// Hex sha256 of a file's bytes.
