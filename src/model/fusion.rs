@@ -6,10 +6,11 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::fused::gelu_dropout;
 use super::spectral_cnn::{SpectralCnn, SpectralCnnConfig, StreamOutput};
 use super::temporal::{BackboneConfig, LayerCombination, TemporalConfig, TemporalPooling, TemporalStream};
 use super::wav2vec2::Wav2Vec2;
@@ -174,7 +175,7 @@ pub struct Classifier {
 impl Classifier {
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         match &self.hidden {
-            Some(hidden) => self.output.forward(self.dropout.forward(gelu(hidden.forward(x)))),
+            Some(hidden) => self.output.forward(gelu_dropout(hidden.forward(x), &self.dropout)),
             None => self.output.forward(x),
         }
     }

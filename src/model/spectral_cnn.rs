@@ -11,9 +11,9 @@ use burn::module::Module;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::pool::{MaxPool1d, MaxPool1dConfig};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, PaddingConfig1d};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Device, Tensor};
 
+use super::fused::{channel_norm, conv1d, gelu_dropout};
 use super::pooling::{AttentivePooling, AttentivePoolingConfig, padding_mask};
 
 /// Fills padded frames before max-pooling so that they never win.
@@ -122,9 +122,9 @@ impl SpectralCnn {
         let mut x = features;
         let mut lengths = n_frames.to_vec();
         for block in &self.blocks {
-            let h = block.conv.forward(x); // [b, c, t]
-            let h = block.norm.forward(h.swap_dims(1, 2)).swap_dims(1, 2);
-            let h = block.dropout.forward(gelu(h));
+            let h = conv1d(x, &block.conv); // [b, c, t]
+            let h = channel_norm(h, &block.norm);
+            let h = gelu_dropout(h, &block.dropout);
             let padding = channel_padding(&lengths, &h, &device);
             x = match &block.pool {
                 Some(pool) => {

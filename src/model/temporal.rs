@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::fused::{gelu, gelu_dropout};
 use super::pooling::{AttentivePooling, AttentivePoolingConfig, mean, padding_mask, statistics};
 use super::spectral_cnn::StreamOutput;
 use super::wav2vec2::{Preprocessor, Wav2Vec2, Wav2Vec2Config, Wav2Vec2Output};
@@ -444,7 +445,7 @@ impl TemporalStream {
         };
         // Attentive pooling weighs projected frames; statistics and means pool the combined layers as they are.
         let x = match (&self.pooling, &self.projection) {
-            (Some(_), Some(projection)) => self.dropout.forward(gelu(projection.forward(combined))), // [b, t, d]
+            (Some(_), Some(projection)) => gelu_dropout(projection.forward(combined), &self.dropout), // [b, t, d]
             _ => combined,
         };
         let padding = padding_mask(n_frames, frames, &x.device());

@@ -37,8 +37,7 @@ impl Activation {
     pub fn forward<const D: usize>(self, x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
         use burn::tensor::activation;
         match self {
-            Activation::Gelu if !x.is_autodiff() => crate::model::fast_gelu(x),
-            Activation::Gelu => activation::gelu(x),
+            Activation::Gelu => crate::model::fused::gelu(x),
             Activation::GeluNew => activation::gelu_approximate(x),
             Activation::Relu => activation::relu(x),
             Activation::Silu => activation::silu(x),

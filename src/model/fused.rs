@@ -1,0 +1,948 @@
+//! Fused differentiable ops on the CPU backend, for training's hot path.
+//!
+//! burn's generic path costs the spectral CNN's training step many passes
+//! over every activation. GELU runs through scalar `libm::erff`; dropout
+//! draws a Bernoulli tensor one ChaCha number at a time and multiplies
+//! twice; layer norm over channels needs two transposes and, under autodiff,
+//! about ten tracked element-wise ops, each with its own backward. Here
+//! `dropout(gelu(x))` is one pass forward and one backward (erf eight lanes
+//! at a time; the keep mask a counter-based hash of the element's index,
+//! recomputed in the backward instead of stored), and the layer norm is one
+//! pass over `[batch, channels, frames]` in place, with its backward written
+//! out.
+//!
+//! They are a burn backend extension implemented for Flex and for autodiff
+//! over Flex; every other backend (`--device gpu`) and dtype keeps burn's
+//! generic ops.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::nn::conv::Conv1d;
+use burn::nn::{Dropout, LayerNorm, PaddingConfig1d};
+use burn::tensor::{DType, Distribution, Tensor, TensorData};
+use rayon::prelude::*;
+use wide::f32x8;
+
+/// Elements per rayon task: small tensors stay on one thread.
+const CHUNK: usize = 1 << 14;
+
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// `mask · gelu(x) / keep`, where element `i` is kept when the hash of
+    /// `(seed, i)` falls below `keep`; `keep = 1` is plain GELU.
+    fn gelu_dropout(x: FloatTensor<Self>, keep: f32, seed: u64) -> FloatTensor<Self>;
+
+    /// Layer norm of `x: [batch, channels, frames]` over its channels, per
+    /// frame: `(x − mean) / sqrt(var + LAYER_NORM_EPSILON) · gamma + beta`.
+    fn channel_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// 1D convolution, stride 1, of `x: [batch, in, frames]` with
+    /// `weight: [out, in, kernel]` and `bias: [out]`, zero-padded by `padding`
+    /// frames (left, right).
+    fn conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: (usize, usize),
+    ) -> FloatTensor<Self>;
+}
+
+/// burn's `LayerNormConfig` default (its modules keep their epsilon private).
+const LAYER_NORM_EPSILON: f32 = 1e-5;
+
+impl FusedOps for Flex {
+    fn gelu_dropout(x: FlexTensor, keep: f32, seed: u64) -> FlexTensor {
+        let x = x.to_contiguous();
+        let shape = x.layout().shape().clone();
+        let input = x.as_slice::<f32>().expect("contiguous f32 (checked by the caller)");
+        let mut output = vec![0.0; input.len()];
+        output
+            .par_chunks_mut(CHUNK)
+            .zip(input.par_chunks(CHUNK))
+            .enumerate()
+            .for_each(|(chunk, (out, x))| {
+                let mask = KeepMask::new(keep, seed, chunk * CHUNK);
+                for_lanes(x, None, out, |at, x, _| {
+                    let (cdf, _) = normal_cdf_and_density(x);
+                    x * cdf * mask.scale_lanes(at)
+                });
+            });
+        FlexTensor::from_data(TensorData::new(output, shape))
+    }
+
+    fn channel_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor) -> FlexTensor {
+        channel_norm_forward(x.to_contiguous(), &gamma, &beta).0
+    }
+
+    fn conv1d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, padding: (usize, usize)) -> FlexTensor {
+        conv1d_forward(&x, &weight, &bias, padding).0
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn gelu_dropout(x: FloatTensor<Self>, keep: f32, seed: u64) -> FloatTensor<Self> {
+        match GeluDropoutBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let input = x.primitive().to_contiguous();
+                let output = Flex::gelu_dropout(input.clone(), keep, seed);
+                prep.finish((input, keep, seed), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::gelu_dropout(x.into_primitive(), keep, seed)),
+        }
+    }
+
+    fn channel_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ChannelNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let input = x.primitive().to_contiguous();
+                let (output, statistics) = channel_norm_forward(input.clone(), gamma.primitive(), beta.primitive());
+                prep.finish((input, gamma.primitive().clone(), statistics), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::channel_norm(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+            )),
+        }
+    }
+
+    fn conv1d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: (usize, usize),
+    ) -> FloatTensor<Self> {
+        match Conv1dBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, columns) = conv1d_forward(x.primitive(), weight.primitive(), bias.primitive(), padding);
+                let input_shape = x.primitive().layout().shape().clone();
+                prep.finish((columns, weight.primitive().clone(), input_shape, padding), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::conv1d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                padding,
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GeluDropoutBackward;
+
+impl Backward<Flex, 1> for GeluDropoutBackward {
+    /// The contiguous input, `keep` and the seed: the mask is recomputed.
+    type State = (FlexTensor, f32, u64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let Some(parent) = parent else { return };
+        let (input, keep, seed) = ops.state;
+        let shape = input.layout().shape().clone();
+        let input = input.as_slice::<f32>().expect("stored contiguous");
+        let grad = grad.as_slice::<f32>().expect("f32 gradient");
+        let mut output = vec![0.0; input.len()];
+        output
+            .par_chunks_mut(CHUNK)
+            .zip(input.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+            .enumerate()
+            .for_each(|(chunk, (out, (x, g)))| {
+                let mask = KeepMask::new(keep, seed, chunk * CHUNK);
+                for_lanes(x, Some(g), out, |at, x, g| {
+                    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+                    let (cdf, density) = normal_cdf_and_density(x);
+                    g * (cdf + x * density) * mask.scale_lanes(at)
+                });
+            });
+        grads.register::<Flex>(parent.id, FlexTensor::from_data(TensorData::new(output, shape)));
+    }
+}
+
+/// Each frame's mean and `1 / sqrt(var + ε)`, `[batch · frames]` each.
+#[derive(Debug, Clone)]
+struct FrameStatistics {
+    mean: Vec<f32>,
+    inverse_std: Vec<f32>,
+}
+
+/// The forward, and the statistics the backward needs. Per clip, the sums
+/// over channels run along the frames, which are contiguous.
+fn channel_norm_forward(x: FlexTensor, gamma: &FlexTensor, beta: &FlexTensor) -> (FlexTensor, FrameStatistics) {
+    let shape = x.layout().shape().clone();
+    let (channels, frames) = (shape[1], shape[2]);
+    let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
+    let (gamma, beta) = (
+        gamma.as_slice::<f32>().expect("f32 gamma"),
+        beta.as_slice::<f32>().expect("f32 beta"),
+    );
+    let input = x.as_slice::<f32>().expect("contiguous f32 (checked by the caller)");
+    let clip = channels * frames;
+    let mut output = vec![0.0; input.len()];
+    let mut mean = vec![0.0; input.len() / channels];
+    let mut inverse_std = vec![0.0; input.len() / channels];
+    output
+        .par_chunks_mut(clip)
+        .zip(input.par_chunks(clip))
+        .zip(mean.par_chunks_mut(frames).zip(inverse_std.par_chunks_mut(frames)))
+        .for_each(|((out, x), (mean, inverse_std))| {
+            for row in x.chunks(frames) {
+                mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x);
+            }
+            mean.iter_mut().for_each(|m| *m /= channels as f32);
+            for row in x.chunks(frames) {
+                for ((v, &x), &m) in inverse_std.iter_mut().zip(row).zip(mean.iter()) {
+                    *v += (x - m) * (x - m);
+                }
+            }
+            inverse_std
+                .iter_mut()
+                .for_each(|v| *v = 1.0 / (*v / channels as f32 + LAYER_NORM_EPSILON).sqrt());
+            for (c, (out, x)) in out.chunks_mut(frames).zip(x.chunks(frames)).enumerate() {
+                for (((y, &x), &m), &s) in out.iter_mut().zip(x).zip(mean.iter()).zip(inverse_std.iter()) {
+                    *y = (x - m) * s * gamma[c] + beta[c];
+                }
+            }
+        });
+    (
+        FlexTensor::from_data(TensorData::new(output, shape)),
+        FrameStatistics { mean, inverse_std },
+    )
+}
+
+#[derive(Debug)]
+struct ChannelNormBackward;
+
+impl Backward<Flex, 3> for ChannelNormBackward {
+    /// The contiguous input, gamma and the frames' statistics.
+    type State = (FlexTensor, FlexTensor, FrameStatistics);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (input, gamma, statistics) = ops.state;
+        let shape = input.layout().shape().clone();
+        let (channels, frames) = (shape[1], shape[2]);
+        let clip = channels * frames;
+        let gamma = gamma.to_contiguous();
+        let gamma = gamma.as_slice::<f32>().expect("f32 gamma");
+        let input = input.as_slice::<f32>().expect("stored contiguous");
+        let grad = grad.as_slice::<f32>().expect("f32 gradient");
+        let mut dx = vec![0.0; input.len()];
+        // Per clip: x̂ = (x − μ)·s, ĝ = dy·γ; dx = s·(ĝ − mean_c ĝ − x̂·mean_c(ĝ·x̂));
+        // dγ = Σ dy·x̂ and dβ = Σ dy, summed over clips after.
+        let (d_gamma, d_beta) = dx
+            .par_chunks_mut(clip)
+            .zip(input.par_chunks(clip).zip(grad.par_chunks(clip)))
+            .zip(
+                statistics
+                    .mean
+                    .par_chunks(frames)
+                    .zip(statistics.inverse_std.par_chunks(frames)),
+            )
+            .map(|((dx, (x, dy)), (mean, inverse_std))| {
+                let mut d_gamma = vec![0.0f32; channels];
+                let mut d_beta = vec![0.0f32; channels];
+                let mut sum_g = vec![0.0f32; frames];
+                let mut sum_gx = vec![0.0f32; frames];
+                for (c, (x, dy)) in x.chunks(frames).zip(dy.chunks(frames)).enumerate() {
+                    for j in 0..frames {
+                        let normalized = (x[j] - mean[j]) * inverse_std[j];
+                        let g = dy[j] * gamma[c];
+                        sum_g[j] += g;
+                        sum_gx[j] += g * normalized;
+                        d_gamma[c] += dy[j] * normalized;
+                        d_beta[c] += dy[j];
+                    }
+                }
+                let scale = 1.0 / channels as f32;
+                for (c, (dx, (x, dy))) in dx
+                    .chunks_mut(frames)
+                    .zip(x.chunks(frames).zip(dy.chunks(frames)))
+                    .enumerate()
+                {
+                    for j in 0..frames {
+                        let normalized = (x[j] - mean[j]) * inverse_std[j];
+                        let g = dy[j] * gamma[c];
+                        dx[j] = inverse_std[j] * (g - sum_g[j] * scale - normalized * sum_gx[j] * scale);
+                    }
+                }
+                (d_gamma, d_beta)
+            })
+            .reduce(
+                || (vec![0.0; channels], vec![0.0; channels]),
+                |(mut g, mut b), (g2, b2)| {
+                    g.iter_mut().zip(g2).for_each(|(a, b)| *a += b);
+                    b.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
+                    (g, b)
+                },
+            );
+        let tensor = |values: Vec<f32>, shape| FlexTensor::from_data(TensorData::new(values, shape));
+        if let Some(node) = x_node {
+            grads.register::<Flex>(node.id, tensor(dx, shape.clone()));
+        }
+        if let Some(node) = gamma_node {
+            grads.register::<Flex>(node.id, tensor(d_gamma, [channels].into()));
+        }
+        if let Some(node) = beta_node {
+            grads.register::<Flex>(node.id, tensor(d_beta, [channels].into()));
+        }
+    }
+}
+
+/// The convolution as one matrix product over the whole batch: `columns`
+/// (`[batch · frames_out, in · kernel]`, each output frame's receptive field)
+/// times the weight. burn's generic conv multiplies clip by clip, in products
+/// too narrow for the matrix kernels (the profile's `x1x6`); one product of
+/// `batch · frames` rows keeps them busy, forward and backward. Returns the
+/// output `[batch, out, frames_out]` (a transposed view of the product's
+/// rows) and the columns, which the backward reuses.
+fn conv1d_forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    padding: (usize, usize),
+) -> (FlexTensor, Vec<f32>) {
+    let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+    let input = x.as_slice::<f32>().expect("contiguous f32 (checked by the caller)");
+    let weight_shape = weight.layout().shape();
+    let [batch, channels_in, frames] = [x.layout().shape()[0], x.layout().shape()[1], x.layout().shape()[2]];
+    let (channels_out, kernel) = (weight_shape[0], weight_shape[2]);
+    let frames_out = frames + padding.0 + padding.1 + 1 - kernel;
+    let width = channels_in * kernel;
+    let mut columns = vec![0.0f32; batch * frames_out * width];
+    columns
+        .par_chunks_mut(frames_out * width)
+        .zip(input.par_chunks(channels_in * frames))
+        .for_each(|(columns, x)| {
+            for (j, row) in columns.chunks_mut(width).enumerate() {
+                for (c, taps) in row.chunks_mut(kernel).enumerate() {
+                    for (r, tap) in taps.iter_mut().enumerate() {
+                        let at = (j + r).checked_sub(padding.0).filter(|&t| t < frames);
+                        *tap = at.map_or(0.0, |t| x[c * frames + t]);
+                    }
+                }
+            }
+        });
+    let rows = batch * frames_out;
+    let mut product = vec![0.0f32; rows * channels_out];
+    let weight = weight.as_slice::<f32>().expect("f32 weight");
+    // product [rows, out] = columns [rows, width] · weightᵀ [width, out]
+    matmul(
+        &mut product,
+        (channels_out, 1),
+        (&columns, width, 1),
+        (weight, 1, width),
+        (rows, channels_out, width),
+    );
+    let bias = bias.as_slice::<f32>().expect("f32 bias");
+    product
+        .par_chunks_mut(channels_out)
+        .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+    let output = FlexTensor::from_data(TensorData::new(product, [batch, frames_out, channels_out])).transpose(1, 2);
+    (output, columns)
+}
+
+#[derive(Debug)]
+struct Conv1dBackward;
+
+impl Backward<Flex, 3> for Conv1dBackward {
+    /// The forward's columns, the weight, the input's shape and the padding.
+    type State = (Vec<f32>, FlexTensor, burn::tensor::Shape, (usize, usize));
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let (columns, weight, input_shape, padding) = ops.state;
+        let weight = weight.to_contiguous();
+        let weight_shape = weight.layout().shape().clone();
+        let (channels_out, channels_in, kernel) = (weight_shape[0], weight_shape[1], weight_shape[2]);
+        let (batch, frames) = (input_shape[0], input_shape[2]);
+        let width = channels_in * kernel;
+        // The output gradient as the product's rows, [batch · frames_out, out].
+        let grad = grads.consume::<Flex>(&ops.node).transpose(1, 2).to_contiguous();
+        let frames_out = grad.layout().shape()[1];
+        let grad = grad.as_slice::<f32>().expect("f32 gradient");
+        let rows = batch * frames_out;
+        let tensor =
+            |values: Vec<f32>, shape: burn::tensor::Shape| FlexTensor::from_data(TensorData::new(values, shape));
+        if let Some(node) = weight_node {
+            // d weight [out, width] = gradᵀ [out, rows] · columns [rows, width]
+            let mut d_weight = vec![0.0f32; channels_out * width];
+            matmul(
+                &mut d_weight,
+                (width, 1),
+                (grad, 1, channels_out),
+                (&columns, width, 1),
+                (channels_out, width, rows),
+            );
+            grads.register::<Flex>(node.id, tensor(d_weight, weight_shape.clone()));
+        }
+        if let Some(node) = bias_node {
+            let d_bias = grad
+                .chunks(channels_out)
+                .fold(vec![0.0f32; channels_out], |mut sum, row| {
+                    sum.iter_mut().zip(row).for_each(|(s, g)| *s += g);
+                    sum
+                });
+            grads.register::<Flex>(node.id, tensor(d_bias, [channels_out].into()));
+        }
+        if let Some(node) = x_node {
+            // d columns [rows, width] = grad [rows, out] · weight [out, width], then
+            // each column entry goes back to the input frame it was copied from.
+            let mut d_columns = vec![0.0f32; rows * width];
+            let weight = weight.as_slice::<f32>().expect("f32 weight");
+            matmul(
+                &mut d_columns,
+                (width, 1),
+                (grad, channels_out, 1),
+                (weight, width, 1),
+                (rows, width, channels_out),
+            );
+            let mut dx = vec![0.0f32; batch * channels_in * frames];
+            dx.par_chunks_mut(channels_in * frames)
+                .zip(d_columns.par_chunks(frames_out * width))
+                .for_each(|(dx, d_columns)| {
+                    for (j, row) in d_columns.chunks(width).enumerate() {
+                        for (c, taps) in row.chunks(kernel).enumerate() {
+                            for (r, tap) in taps.iter().enumerate() {
+                                if let Some(t) = (j + r).checked_sub(padding.0).filter(|&t| t < frames) {
+                                    dx[c * frames + t] += tap;
+                                }
+                            }
+                        }
+                    }
+                });
+            grads.register::<Flex>(node.id, tensor(dx, input_shape));
+        }
+    }
+}
+
+/// `out = lhs · rhs` with `(m, n, k)` sizes; `out` is given with its row
+/// stride and column stride, `lhs` and `rhs` as (values, row stride, column
+/// stride), so transposes cost nothing.
+fn matmul(
+    out: &mut [f32],
+    (out_row, out_column): (usize, usize),
+    (lhs, lhs_row, lhs_column): (&[f32], usize, usize),
+    (rhs, rhs_row, rhs_column): (&[f32], usize, usize),
+    (m, n, k): (usize, usize, usize),
+) {
+    let last = |rows: usize, columns: usize, row: usize, column: usize| {
+        (rows.max(1) - 1) * row + (columns.max(1) - 1) * column
+    };
+    assert!(
+        last(m, n, out_row, out_column) < out.len()
+            && last(m, k, lhs_row, lhs_column) < lhs.len()
+            && last(k, n, rhs_row, rhs_column) < rhs.len(),
+        "matmul shapes"
+    );
+    // SAFETY: the assert above keeps the last element gemm reads or writes,
+    // and so every one (strides are non-negative), inside its slice; `out`
+    // is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            out_column as isize,
+            out_row as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_column as isize,
+            lhs_row as isize,
+            rhs.as_ptr(),
+            rhs_column as isize,
+            rhs_row as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
+    }
+}
+
+/// Runs `f(index of lane 0, x, g)` over eight lanes at a time (the tail
+/// padded with zeros), writing into `out`.
+fn for_lanes(x: &[f32], g: Option<&[f32]>, out: &mut [f32], f: impl Fn(usize, f32x8, f32x8) -> f32x8) {
+    for (lane, (out, x)) in out.chunks_mut(8).zip(x.chunks(8)).enumerate() {
+        let load = |values: &[f32]| {
+            let mut lanes = [0.0f32; 8];
+            lanes[..values.len()].copy_from_slice(values);
+            f32x8::from(lanes)
+        };
+        let g = g.map_or(f32x8::ZERO, |g| load(&g[lane * 8..lane * 8 + x.len()]));
+        let y = f(lane * 8, load(x), g).to_array();
+        out.copy_from_slice(&y[..out.len()]);
+    }
+}
+
+/// Φ(x), the standard normal CDF, and φ(x), its density, eight lanes at a
+/// time: erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, below f32's
+/// resolution of the result), sharing its `exp(−x²/2)` with the density.
+fn normal_cdf_and_density(x: f32x8) -> (f32x8, f32x8) {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152, 1.061_405_4];
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+    let z = x * std::f32::consts::FRAC_1_SQRT_2;
+    let a = z.abs();
+    let t = f32x8::ONE / (f32x8::ONE + f32x8::splat(P) * a);
+    let poly = A.iter().rev().fold(f32x8::ZERO, |acc, &c| acc * t + f32x8::splat(c)) * t;
+    let gauss = (-(a * a)).exp();
+    let erf = (f32x8::ONE - poly * gauss).copysign(z);
+    (f32x8::splat(0.5) * (f32x8::ONE + erf), gauss * FRAC_1_SQRT_2PI)
+}
+
+/// The dropout mask as a pure function of `(seed, element index)`, so the
+/// backward regenerates it and threads need no shared generator.
+struct KeepMask {
+    /// Keep when the hash's top 24 bits are below this.
+    threshold: u32,
+    scale: f32,
+    seed: u32,
+    offset: usize,
+}
+
+impl KeepMask {
+    fn new(keep: f32, seed: u64, offset: usize) -> Self {
+        Self {
+            threshold: (keep as f64 * (1 << 24) as f64).round() as u32,
+            scale: 1.0 / keep,
+            seed: hash32(seed as u32 ^ hash32((seed >> 32) as u32)),
+            offset,
+        }
+    }
+
+    /// `1/keep` where kept, 0 where dropped, for the eight elements from `at`.
+    fn scale_lanes(&self, at: usize) -> f32x8 {
+        if self.threshold >= 1 << 24 {
+            return f32x8::ONE;
+        }
+        let index = (self.offset + at) as u32;
+        f32x8::from(std::array::from_fn(|lane| {
+            let kept = hash32(index.wrapping_add(lane as u32) ^ self.seed) >> 8 < self.threshold;
+            if kept { self.scale } else { 0.0 }
+        }))
+    }
+}
+
+/// Chris Wellons' lowbias32 integer hash: a bijection with good avalanche,
+/// enough for dropout masks at a fraction of a ChaCha draw's cost.
+fn hash32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+/// Exact-form GELU, `x · Φ(x)`: the fused op on the CPU, burn's elsewhere.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !on_flex_f32(&x) {
+        return burn::tensor::activation::gelu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_dropout(x.into_dispatch(), 1.0, 0))
+}
+
+/// `dropout(gelu(x))` in one pass on the CPU. Like burn's [`Dropout`], it
+/// drops only while training on an autodiff device; the mask's seed is drawn
+/// from the device's seeded generator, so a seed fixes it.
+pub fn gelu_dropout<const D: usize>(x: Tensor<D>, dropout: &Dropout) -> Tensor<D> {
+    let dropping = dropout.training.is_enabled() && x.device().is_autodiff() && dropout.prob > 0.0;
+    if !on_flex_f32(&x) {
+        return dropout.forward(burn::tensor::activation::gelu(x));
+    }
+    let (keep, seed) = if dropping {
+        (1.0 - dropout.prob as f32, draw_seed(&x))
+    } else {
+        (1.0, 0)
+    };
+    Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_dropout(x.into_dispatch(), keep, seed))
+}
+
+/// `conv`'s forward; on the CPU as one batched matrix product when the
+/// convolution is plain (stride 1, no dilation, no groups, with a bias).
+pub fn conv1d(x: Tensor<3>, conv: &Conv1d) -> Tensor<3> {
+    let padding = match conv.padding {
+        PaddingConfig1d::Explicit(left, right) => Some((left, right)),
+        PaddingConfig1d::Valid => Some((0, 0)),
+        PaddingConfig1d::Same => None,
+    };
+    let plain = conv.stride == 1 && conv.dilation == 1 && conv.groups == 1;
+    match (&conv.bias, padding) {
+        (Some(bias), Some(padding)) if plain && on_flex_f32(&x) => {
+            Tensor::from_dispatch(<Dispatch as FusedOps>::conv1d(
+                x.into_dispatch(),
+                conv.weight.val().into_dispatch(),
+                bias.val().into_dispatch(),
+                padding,
+            ))
+        }
+        _ => conv.forward(x),
+    }
+}
+
+/// `norm` over the channels of `[batch, channels, frames]`, per frame (a
+/// layer norm of the transposed tensor, without transposing on the CPU).
+pub fn channel_norm(x: Tensor<3>, norm: &LayerNorm) -> Tensor<3> {
+    match &norm.beta {
+        Some(beta) if on_flex_f32(&x) => Tensor::from_dispatch(<Dispatch as FusedOps>::channel_norm(
+            x.into_dispatch(),
+            norm.gamma.val().into_dispatch(),
+            beta.val().into_dispatch(),
+        )),
+        _ => norm.forward(x.swap_dims(1, 2)).swap_dims(1, 2),
+    }
+}
+
+fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && matches!(x.device().as_dispatch().clone().inner(), DispatchDevice::Flex(_))
+}
+
+/// 48 random bits from the backend's seeded generator (two uniform f32 draws).
+fn draw_seed<const D: usize>(like: &Tensor<D>) -> u64 {
+    let device = like.device().without_autodiff();
+    let draws: Vec<f32> = Tensor::<1>::random([2], Distribution::Default, &device)
+        .into_data()
+        .try_to_vec()
+        .expect("f32 draws");
+    let bits = |u: f32| (u * (1 << 24) as f32) as u64;
+    bits(draws[0]) << 24 | bits(draws[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::nn::conv::Conv1dConfig;
+    use burn::nn::{DropoutConfig, LayerNormConfig};
+    use burn::tensor::Device;
+
+    fn values(n: usize) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.37 + 0.1).sin() * 4.0).collect()
+    }
+
+    fn vec_of<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+        x.into_data().try_to_vec().unwrap()
+    }
+
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn gelu_and_its_gradient_match_burns_generic_op() {
+        let device = Device::flex().autodiff();
+        let xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.0025).collect();
+        let n = xs.len();
+        let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
+        let reference = Tensor::<1>::from_data(TensorData::new(xs, [n]), &device).require_grad();
+        let ours = gelu(x.clone());
+        let theirs = burn::tensor::activation::gelu(reference.clone());
+        assert!(worst(&vec_of(ours.clone()), &vec_of(theirs.clone())) < 1e-6);
+        let (ours_grad, theirs_grad) = (ours.sum().backward(), theirs.sum().backward());
+        let (ours_grad, theirs_grad) = (
+            vec_of(x.grad(&ours_grad).unwrap()),
+            vec_of(reference.grad(&theirs_grad).unwrap()),
+        );
+        let error = worst(&ours_grad, &theirs_grad);
+        assert!(error < 1e-6, "gradient differs by {error:e} over [-10, 10]");
+    }
+
+    #[test]
+    fn the_gradient_matches_finite_differences_with_dropout() {
+        let device = Device::flex().autodiff();
+        let n = 3000;
+        let xs = values(n);
+        let weights: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let loss = |xs: &[f32]| -> f32 {
+            let x = Tensor::<1>::from_data(TensorData::new(xs.to_vec(), [n]), &device);
+            let y = Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_dropout(x.into_dispatch(), 0.8, 99));
+            let w = Tensor::<1>::from_data(TensorData::new(weights.clone(), [n]), &device);
+            (y * w).sum().into_scalar()
+        };
+        let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
+        let y = Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_dropout(x.clone().into_dispatch(), 0.8, 99));
+        let w = Tensor::<1>::from_data(TensorData::new(weights.clone(), [n]), &device);
+        let analytic = vec_of(x.grad(&(y * w).sum().backward()).unwrap());
+        let h = 1e-2;
+        for i in (0..n).step_by(97) {
+            let (mut up, mut down) = (xs.clone(), xs.clone());
+            up[i] += h;
+            down[i] -= h;
+            let numeric = (loss(&up) - loss(&down)) / (2.0 * h);
+            let error = (numeric - analytic[i]).abs();
+            assert!(
+                error < 2e-2 * (1.0 + numeric.abs()),
+                "element {i}: analytic {} numeric {numeric}",
+                analytic[i]
+            );
+        }
+    }
+
+    #[test]
+    fn dropout_keeps_the_expected_share_scaled_and_the_gradient_follows_the_mask() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let n = 200_000;
+        let xs = values(n);
+        let dropout = DropoutConfig::new(0.2).init();
+        let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
+        let y = gelu_dropout(x.clone(), &dropout);
+        let gradient = vec_of(x.grad(&y.clone().sum().backward()).unwrap());
+        let plain = vec_of(gelu(Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device)));
+        let reference = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
+        let slope = vec_of(reference.grad(&gelu(reference.clone()).sum().backward()).unwrap());
+        let y = vec_of(y);
+        let mut kept = 0;
+        for i in 0..n {
+            // Dropped: output and gradient are zero. Kept: both scaled by 1/0.8.
+            if y[i] != 0.0 {
+                kept += 1;
+                assert!(
+                    (y[i] - plain[i] / 0.8).abs() <= 1e-5 * (1.0 + y[i].abs()),
+                    "element {i}"
+                );
+                assert!((gradient[i] - slope[i] / 0.8).abs() < 1e-5, "element {i}");
+            } else {
+                assert_eq!(gradient[i], 0.0, "element {i}");
+            }
+        }
+        let share = kept as f64 / n as f64;
+        assert!((share - 0.8).abs() < 0.005, "kept {share}");
+    }
+
+    #[test]
+    fn a_seed_fixes_the_mask_and_inference_does_not_drop() {
+        let device = Device::flex().autodiff();
+        let dropout = DropoutConfig::new(0.5).init();
+        let x = || Tensor::<1>::from_data(TensorData::new(values(4096), [4096]), &device);
+        let run = |seed| {
+            device.seed(seed);
+            vec_of(gelu_dropout(x(), &dropout))
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+        let inference = gelu_dropout(x().inner(), &dropout);
+        assert_eq!(vec_of(inference), vec_of(gelu(x())));
+    }
+
+    /// A layer norm over 24 channels with uneven gamma and beta, and a random `[3, 24, 37]` input.
+    fn norm_and_input(device: &Device) -> (LayerNorm, Vec<f32>) {
+        let mut norm = LayerNormConfig::new(24).init(device);
+        let gamma: Vec<f32> = (0..24).map(|c| 0.5 + (c as f32 * 0.7).sin()).collect();
+        let beta: Vec<f32> = (0..24).map(|c| (c as f32 * 1.3).cos()).collect();
+        norm.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [24]), device));
+        norm.beta = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(beta, [24]),
+            device,
+        )));
+        let xs = (0..3 * 24 * 37)
+            .map(|i| (i as f32 * 0.61).sin() * 3.0 + (i % 5) as f32)
+            .collect();
+        (norm, xs)
+    }
+
+    #[test]
+    fn channel_norm_and_its_gradients_match_burns_layer_norm() {
+        let device = Device::flex().autodiff();
+        let (norm, xs) = norm_and_input(&device);
+        let weights = Tensor::<3>::from_data(
+            TensorData::new((0..3 * 24 * 37).map(|i| (i as f32 * 0.23).cos()).collect(), [3, 24, 37]),
+            &device,
+        );
+        let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [3, 24, 37]), &device).require_grad();
+        let reference = Tensor::<3>::from_data(TensorData::new(xs, [3, 24, 37]), &device).require_grad();
+        let ours = channel_norm(x.clone(), &norm);
+        let theirs = norm.forward(reference.clone().swap_dims(1, 2)).swap_dims(1, 2);
+        assert!(worst(&vec_of(ours.clone()), &vec_of(theirs.clone())) < 1e-5);
+        let ours_grads = (ours * weights.clone()).sum().backward();
+        let ours_gamma = vec_of(norm.gamma.grad(&ours_grads).unwrap());
+        let ours_beta = vec_of(norm.beta.as_ref().unwrap().grad(&ours_grads).unwrap());
+        let ours_x = vec_of(x.grad(&ours_grads).unwrap());
+        let theirs_grads = (theirs * weights).sum().backward();
+        let theirs_gamma = vec_of(norm.gamma.grad(&theirs_grads).unwrap());
+        let theirs_beta = vec_of(norm.beta.as_ref().unwrap().grad(&theirs_grads).unwrap());
+        let theirs_x = vec_of(reference.grad(&theirs_grads).unwrap());
+        assert!(
+            worst(&ours_x, &theirs_x) < 1e-4,
+            "dx differs by {}",
+            worst(&ours_x, &theirs_x)
+        );
+        assert!(
+            worst(&ours_gamma, &theirs_gamma) < 1e-3,
+            "dgamma differs by {}",
+            worst(&ours_gamma, &theirs_gamma)
+        );
+        assert!(
+            worst(&ours_beta, &theirs_beta) < 1e-3,
+            "dbeta differs by {}",
+            worst(&ours_beta, &theirs_beta)
+        );
+    }
+
+    #[test]
+    fn channel_norm_gradients_match_finite_differences() {
+        let device = Device::flex().autodiff();
+        let (norm, xs) = norm_and_input(&device);
+        let n = xs.len();
+        let weights: Vec<f32> = (0..n).map(|i| (i as f32 * 0.23).cos()).collect();
+        let loss = |xs: &[f32], norm: &LayerNorm| -> f64 {
+            let x = Tensor::<3>::from_data(TensorData::new(xs.to_vec(), [3, 24, 37]), &device);
+            let y = vec_of(channel_norm(x, norm));
+            y.iter().zip(&weights).map(|(&y, &w)| y as f64 * w as f64).sum()
+        };
+        let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [3, 24, 37]), &device).require_grad();
+        let w = Tensor::<3>::from_data(TensorData::new(weights.clone(), [3, 24, 37]), &device);
+        let grads = (channel_norm(x.clone(), &norm) * w).sum().backward();
+        let analytic_x = vec_of(x.grad(&grads).unwrap());
+        let analytic_gamma = vec_of(norm.gamma.grad(&grads).unwrap());
+        let h = 1e-2;
+        for i in (0..n).step_by(131) {
+            let (mut up, mut down) = (xs.clone(), xs.clone());
+            up[i] += h;
+            down[i] -= h;
+            let numeric = ((loss(&up, &norm) - loss(&down, &norm)) / (2.0 * h as f64)) as f32;
+            let error = (numeric - analytic_x[i]).abs();
+            assert!(
+                error < 2e-2 * (1.0 + numeric.abs()),
+                "x[{i}]: analytic {} numeric {numeric}",
+                analytic_x[i]
+            );
+        }
+        let gamma = vec_of(norm.gamma.val());
+        for c in [0, 7, 23] {
+            let shifted = |delta: f32| {
+                let mut values = gamma.clone();
+                values[c] += delta;
+                let mut norm = norm.clone();
+                norm.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(values, [24]), &device));
+                loss(&xs, &norm)
+            };
+            let numeric = ((shifted(h) - shifted(-h)) / (2.0 * h as f64)) as f32;
+            let error = (numeric - analytic_gamma[c]).abs();
+            assert!(
+                error < 2e-2 * (1.0 + numeric.abs()),
+                "gamma[{c}]: analytic {} numeric {numeric}",
+                analytic_gamma[c]
+            );
+        }
+    }
+
+    #[test]
+    fn conv1d_and_its_gradients_match_burns_conv() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        for padding in [
+            PaddingConfig1d::Explicit(2, 2),
+            PaddingConfig1d::Explicit(1, 3),
+            PaddingConfig1d::Valid,
+        ] {
+            let conv = Conv1dConfig::new(6, 9, 5).with_padding(padding.clone()).init(&device);
+            let xs: Vec<f32> = (0..3 * 6 * 23).map(|i| (i as f32 * 0.47).sin()).collect();
+            let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [3, 6, 23]), &device).require_grad();
+            let reference = Tensor::<3>::from_data(TensorData::new(xs, [3, 6, 23]), &device).require_grad();
+            let ours = conv1d(x.clone(), &conv);
+            let theirs = conv.forward(reference.clone());
+            assert_eq!(ours.dims(), theirs.dims(), "{padding:?}");
+            assert!(
+                worst(&vec_of(ours.clone()), &vec_of(theirs.clone())) < 1e-5,
+                "{padding:?}"
+            );
+            let n = ours.shape().num_elements();
+            let weights = || {
+                let values = (0..n).map(|i| (i as f32 * 0.29).cos()).collect();
+                Tensor::<3>::from_data(TensorData::new(values, ours.dims()), &device)
+            };
+            let ours_grads = (ours.clone() * weights()).sum().backward();
+            let theirs_grads = (theirs * weights()).sum().backward();
+            let pairs = [
+                (
+                    vec_of(x.grad(&ours_grads).unwrap()),
+                    vec_of(reference.grad(&theirs_grads).unwrap()),
+                ),
+                (
+                    vec_of(conv.weight.grad(&ours_grads).unwrap()),
+                    vec_of(conv.weight.grad(&theirs_grads).unwrap()),
+                ),
+            ];
+            for (i, (a, b)) in pairs.into_iter().enumerate() {
+                let error = worst(&a, &b);
+                assert!(error < 1e-4, "{padding:?}: gradient {i} differs by {error}");
+            }
+            let bias = conv.bias.as_ref().unwrap();
+            let error = worst(
+                &vec_of(bias.grad(&ours_grads).unwrap()),
+                &vec_of(bias.grad(&theirs_grads).unwrap()),
+            );
+            assert!(error < 1e-4, "{padding:?}: bias gradient differs by {error}");
+        }
+    }
+
+    #[test]
+    fn conv1d_gradients_match_finite_differences() {
+        let device = Device::flex().autodiff();
+        device.seed(6);
+        let conv = Conv1dConfig::new(4, 5, 3)
+            .with_padding(PaddingConfig1d::Explicit(1, 1))
+            .init(&device);
+        let xs: Vec<f32> = (0..2 * 4 * 11).map(|i| (i as f32 * 0.53).sin()).collect();
+        let weights: Vec<f32> = (0..2 * 5 * 11).map(|i| (i as f32 * 0.31).cos()).collect();
+        let loss = |xs: &[f32], conv: &Conv1d| -> f64 {
+            let x = Tensor::<3>::from_data(TensorData::new(xs.to_vec(), [2, 4, 11]), &device);
+            let y = vec_of(conv1d(x, conv));
+            y.iter().zip(&weights).map(|(&y, &w)| y as f64 * w as f64).sum()
+        };
+        let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [2, 4, 11]), &device).require_grad();
+        let w = Tensor::<3>::from_data(TensorData::new(weights.clone(), [2, 5, 11]), &device);
+        let grads = (conv1d(x.clone(), &conv) * w).sum().backward();
+        let analytic_x = vec_of(x.grad(&grads).unwrap());
+        let analytic_weight = vec_of(conv.weight.grad(&grads).unwrap().flatten::<1>(0, 2));
+        let h = 1e-2;
+        for i in 0..xs.len() {
+            let (mut up, mut down) = (xs.clone(), xs.clone());
+            up[i] += h;
+            down[i] -= h;
+            let numeric = ((loss(&up, &conv) - loss(&down, &conv)) / (2.0 * h as f64)) as f32;
+            // Linear in x and in the weight: the difference is exact up to rounding.
+            assert!(
+                (numeric - analytic_x[i]).abs() < 2e-3,
+                "x[{i}]: analytic {} numeric {numeric}",
+                analytic_x[i]
+            );
+        }
+        let weight = vec_of(conv.weight.val().flatten::<1>(0, 2));
+        for i in (0..weight.len()).step_by(7) {
+            let shifted = |delta: f32| {
+                let mut values = weight.clone();
+                values[i] += delta;
+                let mut conv = conv.clone();
+                conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(values, [5, 4, 3]), &device));
+                loss(&xs, &conv)
+            };
+            let numeric = ((shifted(h) - shifted(-h)) / (2.0 * h as f64)) as f32;
+            let error = (numeric - analytic_weight[i]).abs();
+            assert!(
+                error < 2e-3,
+                "weight[{i}]: analytic {} numeric {numeric}",
+                analytic_weight[i]
+            );
+        }
+    }
+}
