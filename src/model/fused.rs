@@ -24,9 +24,10 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::nn::conv::Conv1d;
 use burn::nn::{Dropout, LayerNorm, PaddingConfig1d};
-use burn::tensor::{DType, Distribution, Tensor, TensorData};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData};
 use rayon::prelude::*;
-use wide::f32x8;
 
 /// Elements per rayon task: small tensors stay on one thread.
 const CHUNK: usize = 1 << 14;
@@ -66,11 +67,7 @@ impl FusedOps for Flex {
             .zip(input.par_chunks(CHUNK))
             .enumerate()
             .for_each(|(chunk, (out, x))| {
-                let mask = KeepMask::new(keep, seed, chunk * CHUNK);
-                for_lanes(x, None, out, |at, x, _| {
-                    let (cdf, _) = normal_cdf_and_density(x);
-                    x * cdf * mask.scale_lanes(at)
-                });
+                gelu_dropout_forward(x, out, &KeepMask::new(keep, seed, chunk * CHUNK));
             });
         FlexTensor::from_data(TensorData::new(output, shape))
     }
@@ -162,12 +159,7 @@ impl Backward<Flex, 1> for GeluDropoutBackward {
             .zip(input.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
             .enumerate()
             .for_each(|(chunk, (out, (x, g)))| {
-                let mask = KeepMask::new(keep, seed, chunk * CHUNK);
-                for_lanes(x, Some(g), out, |at, x, g| {
-                    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-                    let (cdf, density) = normal_cdf_and_density(x);
-                    g * (cdf + x * density) * mask.scale_lanes(at)
-                });
+                gelu_dropout_backward(x, g, out, &KeepMask::new(keep, seed, chunk * CHUNK));
             });
         grads.register::<Flex>(parent.id, FlexTensor::from_data(TensorData::new(output, shape)));
     }
@@ -436,10 +428,39 @@ impl Backward<Flex, 3> for Conv1dBackward {
 /// stride), so transposes cost nothing.
 fn matmul(
     out: &mut [f32],
+    out_strides: (usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    sizes: (usize, usize, usize),
+) {
+    gemm_strided(
+        out,
+        out_strides,
+        lhs,
+        rhs,
+        sizes,
+        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+    );
+}
+
+/// [`matmul`] on the calling thread, for callers already running in parallel.
+fn matmul_serial(
+    out: &mut [f32],
+    out_strides: (usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    sizes: (usize, usize, usize),
+) {
+    gemm_strided(out, out_strides, lhs, rhs, sizes, gemm::Parallelism::None);
+}
+
+fn gemm_strided(
+    out: &mut [f32],
     (out_row, out_column): (usize, usize),
     (lhs, lhs_row, lhs_column): (&[f32], usize, usize),
     (rhs, rhs_row, rhs_column): (&[f32], usize, usize),
     (m, n, k): (usize, usize, usize),
+    parallelism: gemm::Parallelism,
 ) {
     let last = |rows: usize, columns: usize, row: usize, column: usize| {
         (rows.max(1) - 1) * row + (columns.max(1) - 1) * column
@@ -473,40 +494,161 @@ fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            parallelism,
         );
     }
 }
 
-/// Runs `f(index of lane 0, x, g)` over eight lanes at a time (the tail
-/// padded with zeros), writing into `out`.
-fn for_lanes(x: &[f32], g: Option<&[f32]>, out: &mut [f32], f: impl Fn(usize, f32x8, f32x8) -> f32x8) {
-    for (lane, (out, x)) in out.chunks_mut(8).zip(x.chunks(8)).enumerate() {
-        let load = |values: &[f32]| {
-            let mut lanes = [0.0f32; 8];
-            lanes[..values.len()].copy_from_slice(values);
-            f32x8::from(lanes)
-        };
-        let g = g.map_or(f32x8::ZERO, |g| load(&g[lane * 8..lane * 8 + x.len()]));
-        let y = f(lane * 8, load(x), g).to_array();
-        out.copy_from_slice(&y[..out.len()]);
+/// Inference-only fused ops (no autodiff implementation: callers check).
+#[backend_extension(Flex)]
+pub trait FusedInference: Backend {
+    /// Multi-head self-attention of `q`, `k`, `v: [batch, frames, hidden]`
+    /// (heads side by side in `hidden`), clip `b` attending to its first
+    /// `key_lengths[b]` frames; scores scaled by `1/sqrt(head width)`.
+    /// Returns `[batch, frames, hidden]`.
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+        key_lengths: Vec<usize>,
+    ) -> FloatTensor<Self>;
+}
+
+impl FusedInference for Flex {
+    fn attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, heads: usize, key_lengths: Vec<usize>) -> FlexTensor {
+        let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
+        let shape = q.layout().shape().clone();
+        let (frames, hidden) = (shape[1], shape[2]);
+        let width = hidden / heads;
+        let scale = 1.0 / (width as f32).sqrt();
+        let clip = frames * hidden;
+        let [q, k, v] = [&q, &k, &v].map(|t| t.as_slice::<f32>().expect("contiguous f32 (checked by the caller)"));
+        // One task per (clip, head): its scores [frames, keys] are the only ones alive.
+        let contexts: Vec<Vec<f32>> = (0..key_lengths.len() * heads)
+            .into_par_iter()
+            .map(|task| {
+                let (b, h) = (task / heads, task % heads);
+                let keys = key_lengths[b];
+                let head = b * clip + h * width..(b + 1) * clip;
+                let (q, k, v) = (&q[head.clone()], &k[head.clone()], &v[head]);
+                let mut scores = vec![0.0f32; frames * keys];
+                // scores [frames, keys] = q_h [frames, width] · k_hᵀ [width, keys]
+                matmul_serial(
+                    &mut scores,
+                    (keys, 1),
+                    (q, hidden, 1),
+                    (k, 1, hidden),
+                    (frames, keys, width),
+                );
+                scores.chunks_mut(keys).for_each(|row| softmax_in_place(row, scale));
+                let mut context = vec![0.0f32; frames * width];
+                // context [frames, width] = weights [frames, keys] · v_h [keys, width]
+                matmul_serial(
+                    &mut context,
+                    (width, 1),
+                    (&scores, keys, 1),
+                    (v, hidden, 1),
+                    (frames, width, keys),
+                );
+                context
+            })
+            .collect();
+        let mut output = vec![0.0f32; q.len()];
+        output.par_chunks_mut(clip).enumerate().for_each(|(b, out)| {
+            for (h, context) in contexts[b * heads..(b + 1) * heads].iter().enumerate() {
+                for (row, values) in out.chunks_mut(hidden).zip(context.chunks(width)) {
+                    row[h * width..(h + 1) * width].copy_from_slice(values);
+                }
+            }
+        });
+        FlexTensor::from_data(TensorData::new(output, shape))
     }
 }
 
-/// Φ(x), the standard normal CDF, and φ(x), its density, eight lanes at a
-/// time: erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, below f32's
-/// resolution of the result), sharing its `exp(−x²/2)` with the density.
-fn normal_cdf_and_density(x: f32x8) -> (f32x8, f32x8) {
+/// `row = softmax(scale · row)`, with `exp` written out so that it vectorises;
+/// the max and the sum keep sixteen partial results (lanes), because a
+/// single running one is a chain the compiler may not reorder.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "aarch64+neon"))]
+fn softmax_in_place(row: &mut [f32], scale: f32) {
+    const LANES: usize = 16;
+    let lanes = |row: &[f32], start: f32, combine: fn(f32, f32) -> f32| {
+        let mut partial = [start; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let tail = chunks.remainder().iter().fold(start, |a, &x| combine(a, x));
+        for chunk in chunks {
+            for (p, &x) in partial.iter_mut().zip(chunk) {
+                *p = combine(*p, x);
+            }
+        }
+        partial.iter().fold(tail, |a, &p| combine(a, p))
+    };
+    let max = lanes(row, f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|x| *x = exp_nonpositive((*x - max) * scale));
+    let inverse = 1.0 / lanes(row, 0.0, |a, b| a + b);
+    row.iter_mut().for_each(|x| *x *= inverse);
+}
+
+/// `exp(x)` for `x ≤ 0` (softmax after its max is subtracted): `2^n · p(r)`
+/// with `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, and Cephes' `expf` polynomial
+/// (relative error about 1e-7). Plain arithmetic, unlike libm's `expf`, so
+/// the loop around it runs eight or sixteen lanes at a time.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LN2_HIGH: f32 = 0.693_359_4;
+    const LN2_LOW: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2²³ rounds to an integer in the low mantissa bits, without
+    // the scalar fix-ups of `round` and `as i32`.
+    const ROUNDER: f32 = 12_582_912.0;
+    let x = x.max(-87.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
+    let n = shifted - ROUNDER;
+    let r = x - n * LN2_HIGH - n * LN2_LOW;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let p = p * r * r + r + 1.0;
+    let two_to_n = f32::from_bits((shifted.to_bits().wrapping_sub(ROUNDER.to_bits()).wrapping_add(127)) << 23);
+    p * two_to_n
+}
+
+/// `out = mask · gelu(x)`.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "aarch64+neon"))]
+fn gelu_dropout_forward(x: &[f32], out: &mut [f32], mask: &KeepMask) {
+    for (i, (y, &x)) in out.iter_mut().zip(x).enumerate() {
+        let (cdf, _) = normal_cdf_and_density(x);
+        *y = x * cdf * mask.scale(i);
+    }
+}
+
+/// `out = g · mask · gelu′(x)`, where `gelu′(x) = Φ(x) + x·φ(x)`.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "aarch64+neon"))]
+fn gelu_dropout_backward(x: &[f32], g: &[f32], out: &mut [f32], mask: &KeepMask) {
+    for (i, ((y, &x), &g)) in out.iter_mut().zip(x).zip(g).enumerate() {
+        let (cdf, density) = normal_cdf_and_density(x);
+        *y = g * (cdf + x * density) * mask.scale(i);
+    }
+}
+
+/// Φ(x), the standard normal CDF, and φ(x), its density: erf by
+/// Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, below f32's resolution of
+/// the result), sharing its `exp(−x²/2)` with the density. Plain arithmetic,
+/// so the loops above run it eight or sixteen lanes at a time.
+#[inline(always)]
+fn normal_cdf_and_density(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152, 1.061_405_4];
     const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let a = z.abs();
-    let t = f32x8::ONE / (f32x8::ONE + f32x8::splat(P) * a);
-    let poly = A.iter().rev().fold(f32x8::ZERO, |acc, &c| acc * t + f32x8::splat(c)) * t;
-    let gauss = (-(a * a)).exp();
-    let erf = (f32x8::ONE - poly * gauss).copysign(z);
-    (f32x8::splat(0.5) * (f32x8::ONE + erf), gauss * FRAC_1_SQRT_2PI)
+    let t = 1.0 / (1.0 + P * a);
+    let poly = A.iter().rev().fold(0.0, |acc, &c| acc * t + c) * t;
+    let gauss = exp_nonpositive(-(a * a));
+    let erf = (1.0 - poly * gauss).copysign(z);
+    (0.5 * (1.0 + erf), gauss * FRAC_1_SQRT_2PI)
 }
 
 /// The dropout mask as a pure function of `(seed, element index)`, so the
@@ -529,16 +671,14 @@ impl KeepMask {
         }
     }
 
-    /// `1/keep` where kept, 0 where dropped, for the eight elements from `at`.
-    fn scale_lanes(&self, at: usize) -> f32x8 {
+    /// `1/keep` where element `offset + i` is kept, 0 where it is dropped.
+    #[inline(always)]
+    fn scale(&self, i: usize) -> f32 {
         if self.threshold >= 1 << 24 {
-            return f32x8::ONE;
+            return 1.0;
         }
-        let index = (self.offset + at) as u32;
-        f32x8::from(std::array::from_fn(|lane| {
-            let kept = hash32(index.wrapping_add(lane as u32) ^ self.seed) >> 8 < self.threshold;
-            if kept { self.scale } else { 0.0 }
-        }))
+        let kept = hash32(((self.offset + i) as u32) ^ self.seed) >> 8 < self.threshold;
+        if kept { self.scale } else { 0.0 }
     }
 }
 
@@ -596,6 +736,66 @@ pub fn conv1d(x: Tensor<3>, conv: &Conv1d) -> Tensor<3> {
         }
         _ => conv.forward(x),
     }
+}
+
+/// Multi-head self-attention of the projections `q`, `k`, `v: [batch,
+/// frames, hidden]` → `[batch, frames, hidden]`, scores scaled by
+/// `1/sqrt(head width)`; `padding: [batch, heads, frames, frames]` is true
+/// where the key is padding. At inference on the CPU it runs head by head in
+/// parallel with its own softmax (burn's op spends a third of a Whisper
+/// forward in scalar loops and `expf`); elsewhere it is burn's `attention`.
+pub fn self_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    padding: Option<Tensor<4, Bool>>,
+) -> Tensor<3> {
+    let [batch, frames, hidden] = q.dims();
+    let key_lengths = match &padding {
+        _ if !on_flex_f32(&q) || q.is_autodiff() => None,
+        None => Some(vec![frames; batch]),
+        Some(padding) => key_lengths(padding.clone()),
+    };
+    if let Some(key_lengths) = key_lengths {
+        return Tensor::from_dispatch(<Dispatch as FusedInference>::attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            heads,
+            key_lengths,
+        ));
+    }
+    let split = |t: Tensor<3>| t.reshape([batch, frames, heads, hidden / heads]).swap_dims(1, 2);
+    let context = attention(
+        split(q),
+        split(k),
+        split(v),
+        padding,
+        None,
+        AttentionModuleOptions::default(),
+    ); // [b, heads, t, d]
+    context.swap_dims(1, 2).reshape([batch, frames, hidden])
+}
+
+/// Each clip's real keys, when the padding mask pads the end of each clip
+/// (as [`super::pooling::padding_mask`] makes it); `None` for any other mask.
+fn key_lengths(padding: Tensor<4, Bool>) -> Option<Vec<usize>> {
+    let [batch, _, _, frames] = padding.dims();
+    let keys: Vec<bool> = padding
+        .narrow(1, 0, 1)
+        .narrow(2, 0, 1)
+        .reshape([batch, frames])
+        .into_data()
+        .convert::<bool>()
+        .try_to_vec()
+        .ok()?;
+    keys.chunks(frames)
+        .map(|row| {
+            let real = row.iter().take_while(|&&padded| !padded).count();
+            row[real..].iter().all(|&padded| padded).then_some(real)
+        })
+        .collect()
 }
 
 /// `norm` over the channels of `[batch, channels, frames]`, per frame (a
@@ -944,5 +1144,54 @@ mod tests {
                 analytic_weight[i]
             );
         }
+    }
+
+    #[test]
+    fn attention_matches_burns_with_and_without_padding() {
+        let device = Device::flex();
+        let (batch, frames, heads, hidden) = (3, 37, 4, 32);
+        let projection = |phase: f32| {
+            let values = (0..batch * frames * hidden)
+                .map(|i| (i as f32 * 0.13 + phase).sin() * 2.0)
+                .collect();
+            Tensor::<3>::from_data(TensorData::new(values, [batch, frames, hidden]), &device)
+        };
+        let (q, k, v) = (projection(0.0), projection(1.0), projection(2.0));
+        let padding = crate::model::pooling::padding_mask(&[37, 20, 1], frames, &device)
+            .unsqueeze_dims::<4>(&[1, 2])
+            .expand([batch, heads, frames, frames]);
+        for padding in [None, Some(padding)] {
+            let ours = self_attention(q.clone(), k.clone(), v.clone(), heads, padding.clone());
+            let split = |t: Tensor<3>| t.reshape([batch, frames, heads, hidden / heads]).swap_dims(1, 2);
+            let theirs = attention(
+                split(q.clone()),
+                split(k.clone()),
+                split(v.clone()),
+                padding,
+                None,
+                AttentionModuleOptions::default(),
+            )
+            .swap_dims(1, 2)
+            .reshape([batch, frames, hidden]);
+            let error = worst(&vec_of(ours), &vec_of(theirs));
+            assert!(error < 1e-5, "differs by {error}");
+        }
+    }
+
+    #[test]
+    fn the_vectorised_exp_is_accurate() {
+        for i in 0..=100_000 {
+            let x = -87.0 * i as f32 / 100_000.0;
+            let (ours, exact) = (exp_nonpositive(x), (x as f64).exp());
+            assert!(
+                ((ours as f64 - exact) / exact).abs() < 4e-7,
+                "exp({x}) = {ours}, not {exact}"
+            );
+        }
+        assert_eq!(
+            exp_nonpositive(-1e9),
+            exp_nonpositive(-87.0),
+            "clamped, never a denormal or NaN"
+        );
     }
 }

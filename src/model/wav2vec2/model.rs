@@ -4,11 +4,10 @@
 use burn::module::Module;
 use burn::nn::conv::Conv1d;
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, Linear};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use super::{Activation, FeatExtractNorm, Wav2Vec2Config};
+use crate::model::fused::self_attention;
 use crate::model::weights::{Scope, Weights, conv1d_config};
 
 /// LayerNorm/GroupNorm epsilon inside the feature encoder: PyTorch's default,
@@ -169,17 +168,11 @@ impl Attention {
     /// - x: `[batch, frames, hidden]` → `[batch, frames, hidden]`
     /// - padding: `[batch, heads, frames, frames]`, true where the key is padding
     pub fn forward(&self, x: Tensor<3>, padding: Option<Tensor<4, Bool>>) -> Tensor<3> {
-        let [batch, frames, hidden] = x.dims();
-        let heads = |t: Tensor<3>| {
-            t.reshape([batch, frames, self.num_heads, hidden / self.num_heads])
-                .swap_dims(1, 2)
-        };
-        let q = heads(self.q_proj.forward(x.clone())); // [b, heads, t, d]
-        let k = heads(self.k_proj.forward(x.clone()));
-        let v = heads(self.v_proj.forward(x));
+        let q = self.q_proj.forward(x.clone()); // [b, t, hidden]
+        let k = self.k_proj.forward(x.clone());
+        let v = self.v_proj.forward(x);
         // Scaled by 1/sqrt(head_dim), as HF does.
-        let context = attention(q, k, v, padding, None, AttentionModuleOptions::default()); // [b, heads, t, d]
-        let context = context.swap_dims(1, 2).reshape([batch, frames, hidden]);
+        let context = self_attention(q, k, v, self.num_heads, padding); // [b, t, hidden]
         self.out_proj.forward(context)
     }
 }
