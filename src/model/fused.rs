@@ -191,29 +191,99 @@ fn channel_norm_forward(x: FlexTensor, gamma: &FlexTensor, beta: &FlexTensor) ->
         .par_chunks_mut(clip)
         .zip(input.par_chunks(clip))
         .zip(mean.par_chunks_mut(frames).zip(inverse_std.par_chunks_mut(frames)))
-        .for_each(|((out, x), (mean, inverse_std))| {
-            for row in x.chunks(frames) {
-                mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x);
-            }
-            mean.iter_mut().for_each(|m| *m /= channels as f32);
-            for row in x.chunks(frames) {
-                for ((v, &x), &m) in inverse_std.iter_mut().zip(row).zip(mean.iter()) {
-                    *v += (x - m) * (x - m);
-                }
-            }
-            inverse_std
-                .iter_mut()
-                .for_each(|v| *v = 1.0 / (*v / channels as f32 + LAYER_NORM_EPSILON).sqrt());
-            for (c, (out, x)) in out.chunks_mut(frames).zip(x.chunks(frames)).enumerate() {
-                for (((y, &x), &m), &s) in out.iter_mut().zip(x).zip(mean.iter()).zip(inverse_std.iter()) {
-                    *y = (x - m) * s * gamma[c] + beta[c];
-                }
-            }
-        });
+        .for_each(|((out, x), (mean, inverse_std))| channel_norm_clip(x, gamma, beta, out, mean, inverse_std));
     (
         FlexTensor::from_data(TensorData::new(output, shape)),
         FrameStatistics { mean, inverse_std },
     )
+}
+
+/// One clip of [`channel_norm_forward`]: `x`, `out` are `[channels, frames]`;
+/// writes the frames' statistics into `mean` and `inverse_std`.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "aarch64+neon"))]
+fn channel_norm_clip(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    out: &mut [f32],
+    mean: &mut [f32],
+    inverse_std: &mut [f32],
+) {
+    let (channels, frames) = (gamma.len(), mean.len());
+    for row in x.chunks(frames) {
+        mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x);
+    }
+    mean.iter_mut().for_each(|m| *m /= channels as f32);
+    for row in x.chunks(frames) {
+        for ((v, &x), &m) in inverse_std.iter_mut().zip(row).zip(mean.iter()) {
+            *v += (x - m) * (x - m);
+        }
+    }
+    inverse_std
+        .iter_mut()
+        .for_each(|v| *v = 1.0 / (*v / channels as f32 + LAYER_NORM_EPSILON).sqrt());
+    for (c, (out, x)) in out.chunks_mut(frames).zip(x.chunks(frames)).enumerate() {
+        for (((y, &x), &m), &s) in out.iter_mut().zip(x).zip(mean.iter()).zip(inverse_std.iter()) {
+            *y = (x - m) * s * gamma[c] + beta[c];
+        }
+    }
+}
+
+/// One clip of the channel norm's backward: with x̂ = (x − μ)·s and ĝ = dy·γ,
+/// `dx = s·(ĝ − mean_c ĝ − x̂·mean_c(ĝ·x̂))`; returns the clip's `Σ dy·x̂` and
+/// `Σ dy` per channel (dγ, dβ), summed over clips by the caller.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "aarch64+neon"))]
+fn channel_norm_clip_backward(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    inverse_std: &[f32],
+    dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (channels, frames) = (gamma.len(), mean.len());
+    let mut d_gamma = vec![0.0f32; channels];
+    let mut d_beta = vec![0.0f32; channels];
+    let mut sum_g = vec![0.0f32; frames];
+    let mut sum_gx = vec![0.0f32; frames];
+    let mut product = vec![0.0f32; frames];
+    for (c, (x, dy)) in x.chunks(frames).zip(dy.chunks(frames)).enumerate() {
+        for j in 0..frames {
+            let normalized = (x[j] - mean[j]) * inverse_std[j];
+            let g = dy[j] * gamma[c];
+            sum_g[j] += g;
+            sum_gx[j] += g * normalized;
+            product[j] = dy[j] * normalized;
+        }
+        d_gamma[c] = lane_sum(&product);
+        d_beta[c] = lane_sum(dy);
+    }
+    let scale = 1.0 / channels as f32;
+    for (c, (dx, (x, dy))) in dx
+        .chunks_mut(frames)
+        .zip(x.chunks(frames).zip(dy.chunks(frames)))
+        .enumerate()
+    {
+        for j in 0..frames {
+            let normalized = (x[j] - mean[j]) * inverse_std[j];
+            let g = dy[j] * gamma[c];
+            dx[j] = inverse_std[j] * (g - sum_g[j] * scale - normalized * sum_gx[j] * scale);
+        }
+    }
+    (d_gamma, d_beta)
+}
+
+/// A sum in sixteen partial sums (lanes): a single running sum is a chain
+/// the compiler may not reorder into vector adds.
+#[inline(always)]
+fn lane_sum(values: &[f32]) -> f32 {
+    let mut partial = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        partial.iter_mut().zip(chunk).for_each(|(p, &x)| *p += x);
+    }
+    partial.iter().sum::<f32>() + tail
 }
 
 #[derive(Debug)]
@@ -235,8 +305,6 @@ impl Backward<Flex, 3> for ChannelNormBackward {
         let input = input.as_slice::<f32>().expect("stored contiguous");
         let grad = grad.as_slice::<f32>().expect("f32 gradient");
         let mut dx = vec![0.0; input.len()];
-        // Per clip: x̂ = (x − μ)·s, ĝ = dy·γ; dx = s·(ĝ − mean_c ĝ − x̂·mean_c(ĝ·x̂));
-        // dγ = Σ dy·x̂ and dβ = Σ dy, summed over clips after.
         let (d_gamma, d_beta) = dx
             .par_chunks_mut(clip)
             .zip(input.par_chunks(clip).zip(grad.par_chunks(clip)))
@@ -246,35 +314,7 @@ impl Backward<Flex, 3> for ChannelNormBackward {
                     .par_chunks(frames)
                     .zip(statistics.inverse_std.par_chunks(frames)),
             )
-            .map(|((dx, (x, dy)), (mean, inverse_std))| {
-                let mut d_gamma = vec![0.0f32; channels];
-                let mut d_beta = vec![0.0f32; channels];
-                let mut sum_g = vec![0.0f32; frames];
-                let mut sum_gx = vec![0.0f32; frames];
-                for (c, (x, dy)) in x.chunks(frames).zip(dy.chunks(frames)).enumerate() {
-                    for j in 0..frames {
-                        let normalized = (x[j] - mean[j]) * inverse_std[j];
-                        let g = dy[j] * gamma[c];
-                        sum_g[j] += g;
-                        sum_gx[j] += g * normalized;
-                        d_gamma[c] += dy[j] * normalized;
-                        d_beta[c] += dy[j];
-                    }
-                }
-                let scale = 1.0 / channels as f32;
-                for (c, (dx, (x, dy))) in dx
-                    .chunks_mut(frames)
-                    .zip(x.chunks(frames).zip(dy.chunks(frames)))
-                    .enumerate()
-                {
-                    for j in 0..frames {
-                        let normalized = (x[j] - mean[j]) * inverse_std[j];
-                        let g = dy[j] * gamma[c];
-                        dx[j] = inverse_std[j] * (g - sum_g[j] * scale - normalized * sum_gx[j] * scale);
-                    }
-                }
-                (d_gamma, d_beta)
-            })
+            .map(|((dx, (x, dy)), (mean, inverse_std))| channel_norm_clip_backward(x, dy, gamma, mean, inverse_std, dx))
             .reduce(
                 || (vec![0.0; channels], vec![0.0; channels]),
                 |(mut g, mut b), (g2, b2)| {
