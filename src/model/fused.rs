@@ -1,19 +1,21 @@
-//! Fused differentiable ops on the CPU backend, for training's hot path.
+//! Fused ops on the CPU backend, for the hot paths of training and encoding.
 //!
 //! burn's generic path costs the spectral CNN's training step many passes
 //! over every activation. GELU runs through scalar `libm::erff`; dropout
 //! draws a Bernoulli tensor one ChaCha number at a time and multiplies
 //! twice; layer norm over channels needs two transposes and, under autodiff,
-//! about ten tracked element-wise ops, each with its own backward. Here
-//! `dropout(gelu(x))` is one pass forward and one backward (erf eight lanes
-//! at a time; the keep mask a counter-based hash of the element's index,
-//! recomputed in the backward instead of stored), and the layer norm is one
-//! pass over `[batch, channels, frames]` in place, with its backward written
-//! out.
+//! about ten tracked element-wise ops, each with its own backward; conv1d
+//! multiplies clip by clip in products too narrow for the matrix kernels.
+//! Here each is one op with its backward written out: `dropout(gelu(x))` in
+//! one pass each way (the keep mask a counter-based hash of the element's
+//! index, recomputed in the backward instead of stored), the layer norm in
+//! place over `[batch, channels, frames]`, and the convolution as one matrix
+//! product over the whole batch. At inference, self-attention runs head by
+//! head with a softmax that vectorises.
 //!
-//! They are a burn backend extension implemented for Flex and for autodiff
-//! over Flex; every other backend (`--device gpu`) and dtype keeps burn's
-//! generic ops.
+//! They are burn backend extensions implemented for Flex (and, for the
+//! differentiable ones, autodiff over Flex); every other backend
+//! (`--device gpu`) and dtype keeps burn's generic ops.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
