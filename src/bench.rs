@@ -83,6 +83,25 @@ impl std::fmt::Display for ForwardReport {
     }
 }
 
+impl std::fmt::Display for EncodeReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            out,
+            "hidden states of {} clips ({:.0} s of audio), batches of {} by length, {} ({} threads)",
+            self.clips,
+            self.audio_seconds,
+            self.batch,
+            self.checkpoint.display(),
+            self.threads
+        )?;
+        writeln!(
+            out,
+            "  {:.1} s: {:.1} clips/s (decoding before the clock: {:.2} s)",
+            self.seconds, self.clips_per_s, self.decode_seconds
+        )
+    }
+}
+
 impl std::fmt::Display for PredictReport {
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
@@ -322,6 +341,70 @@ pub fn wav2vec2_forward(model: &Wav2Vec2, seconds_of_audio: &[f64], runs: usize,
         // Reading the result back waits for the computation to finish.
         std::hint::black_box(output.last_hidden_state.into_data());
     })
+}
+
+/// Every hidden state of real clips, computed as the training cache computes
+/// them: clips sorted by length, `batch` at a time, read back from the device.
+#[derive(Serialize)]
+pub struct EncodeReport {
+    pub checkpoint: PathBuf,
+    pub clips: usize,
+    pub audio_seconds: f64,
+    pub batch: usize,
+    pub threads: usize,
+    /// Decoding the clips, before the timed encoding.
+    pub decode_seconds: f64,
+    pub seconds: f64,
+    pub clips_per_s: f64,
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl EncodeReport {
+    /// Times the encoder of `checkpoint` (Whisper in trimmed mode, or wav2vec
+    /// 2.0 / HuBERT) on the first `limit` clips of `data`, after one untimed
+    /// warm-up batch.
+    pub fn measure(
+        checkpoint: &Path,
+        data: &Path,
+        limit: usize,
+        batch: usize,
+        device: &Device,
+    ) -> Result<EncodeReport, BenchError> {
+        let frozen = FrozenBackbone::load(
+            &BackboneConfig::from_dir(checkpoint, false, WhisperMode::Trimmed)?,
+            device,
+        )?;
+        let start = Instant::now();
+        let waveforms = decode_corpus(data, Some(limit), || {})?;
+        let decode_seconds = start.elapsed().as_secs_f64();
+        let mut order: Vec<usize> = (0..waveforms.len()).collect();
+        order.sort_by_key(|&i| waveforms[i].samples.len());
+        let batches: Vec<Vec<&[f32]>> = order
+            .chunks(batch.max(1))
+            .map(|chunk| chunk.iter().map(|&i| waveforms[i].samples.as_slice()).collect())
+            .collect();
+        let encode = |clips: &[&[f32]]| {
+            let (states, _) = frozen.hidden_states(clips, device);
+            for layer in states {
+                std::hint::black_box(layer.into_data());
+            }
+        };
+        encode(batches.first().ok_or(BenchError::NoClips)?);
+        let start = Instant::now();
+        batches.iter().for_each(|clips| encode(clips));
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(EncodeReport {
+            checkpoint: checkpoint.to_owned(),
+            clips: waveforms.len(),
+            audio_seconds: waveforms.iter().map(|w| w.samples.len() as f64 / 16_000.0).sum(),
+            batch: batch.max(1),
+            threads: rayon::current_num_threads(),
+            decode_seconds,
+            seconds,
+            clips_per_s: waveforms.len() as f64 / seconds,
+            peak_rss_mib: peak_rss_mib(),
+        })
+    }
 }
 
 /// End-to-end prediction times per clip.

@@ -91,6 +91,49 @@ fn front_end_and_encoder_match_transformers() {
 }
 
 #[test]
+fn a_padded_batch_gives_each_clip_its_single_clip_states() {
+    use emofuse::model::temporal::{BackboneConfig, FrozenBackbone};
+    let index = golden_index("whisper");
+    let device = Device::flex();
+    let hf = golden_dir("whisper").join("hf");
+    let backbone = FrozenBackbone::load(
+        &BackboneConfig::from_dir(&hf, false, WhisperMode::Trimmed).unwrap(),
+        &device,
+    )
+    .unwrap();
+    let clips: Vec<Vec<f32>> = index["clips"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|path| audio::load(shared_data().join(path.as_str().unwrap())).unwrap().samples)
+        .collect();
+    // Three lengths, so every clip but the longest is padded (and one by more than half).
+    let clips = [
+        clips[0].clone(),
+        clips[1].clone(),
+        clips[0][..clips[0].len() / 3].to_vec(),
+    ];
+    let all: Vec<&[f32]> = clips.iter().map(Vec::as_slice).collect();
+    let (batch, batch_frames) = backbone.hidden_states(&all, &device);
+    for (i, clip) in clips.iter().enumerate() {
+        let (alone, frames) = backbone.hidden_states(&[clip], &device);
+        assert_eq!(batch_frames[i], frames[0], "clip {i}: frames");
+        for (layer, (batched, alone)) in batch.iter().zip(&alone).enumerate() {
+            let batched: Vec<f32> = batched
+                .clone()
+                .narrow(0, i, 1)
+                .narrow(1, 0, frames[0])
+                .into_data()
+                .try_to_vec()
+                .unwrap();
+            let alone: Vec<f32> = alone.clone().into_data().try_to_vec().unwrap();
+            let error = max_abs_error(&batched, &alone);
+            assert!(error <= 1e-5, "clip {i}, layer {layer}: max abs error {error:e}");
+        }
+    }
+}
+
+#[test]
 fn ctranslate2_files_load_and_convert() {
     let index = golden_index("whisper");
     let device = Device::flex();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use emofuse::bench::{self, FeaturesReport, ForwardReport, PredictReport};
+use emofuse::bench::{self, EncodeReport, FeaturesReport, ForwardReport, PredictReport};
 
 use super::{DeviceArg, ModelArg, emit, load_predictor, progress_bar};
 
@@ -16,6 +16,8 @@ pub enum BenchCommand {
     Features(FeaturesBenchArgs),
     /// wav2vec 2.0 / HuBERT / Whisper encoder forward time per clip, and peak memory.
     Forward(ForwardBenchArgs),
+    /// Hidden states of real clips as the training cache builds them (batches of similar length): clips/s.
+    Encode(EncodeBenchArgs),
     /// Training steps of the default model's architecture (spectral CNN) on a fixed batch.
     TrainStep(TrainStepBenchArgs),
     /// End-to-end prediction of real clips on one thread: decode → features → model → probabilities.
@@ -75,6 +77,27 @@ pub struct ForwardBenchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EncodeBenchArgs {
+    /// Checkpoint folder: Whisper (`emofuse backbone convert`; trimmed mode), or Hugging Face wav2vec 2.0 / HuBERT.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Corpus folder whose clips are encoded (decoded first, not timed).
+    #[arg(long)]
+    data: PathBuf,
+    /// Only the first N clips (in path order).
+    #[arg(long, default_value_t = 200)]
+    limit: usize,
+    /// Clips per forward, as the training cache batches them.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Debug, Args)]
 pub struct FeaturesBenchArgs {
     /// Corpus folder whose clips are measured (e.g. ../shared/data/ravdess).
     #[arg(long)]
@@ -94,6 +117,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Features(args) => features(&args),
         BenchCommand::Forward(args) => forward(&args),
+        BenchCommand::Encode(args) => encode(&args),
         BenchCommand::Predict(args) => predict(&args),
         BenchCommand::TrainStep(args) => train_step(&args),
     }?;
@@ -111,6 +135,18 @@ fn features(args: &FeaturesBenchArgs) -> Result<()> {
 fn forward(args: &ForwardBenchArgs) -> Result<()> {
     let report = ForwardReport::measure(&args.checkpoint, &args.seconds, args.runs, &args.device.open()?)
         .with_context(|| format!("cannot time {}", args.checkpoint.display()))?;
+    emit(args.json, &report)
+}
+
+fn encode(args: &EncodeBenchArgs) -> Result<()> {
+    let report = EncodeReport::measure(
+        &args.checkpoint,
+        &args.data,
+        args.limit,
+        args.batch,
+        &args.device.open()?,
+    )
+    .with_context(|| format!("cannot time {} on {}", args.checkpoint.display(), args.data.display()))?;
     emit(args.json, &report)
 }
 
