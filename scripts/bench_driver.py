@@ -51,3 +51,37 @@ def both_sides(script: str, args, forwarded: list, torch_side, emofuse_arguments
     theirs = json.loads(subprocess.run([sys.executable, script, *forwarded, "--torch-only"],
                                        check=True, capture_output=True, text=True).stdout)
     return theirs, run_emofuse(args.emofuse, emofuse_arguments)
+
+
+def whisper_encoder(checkpoint: str):
+    """The converted Whisper checkpoint's encoder (transformers, eval mode) and its
+    feature extractor, on 2 threads."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.set_num_threads(2)
+    config = WhisperConfig.from_pretrained(checkpoint)
+    model = WhisperModel(config).eval()
+    state = load_file(Path(checkpoint) / "model.safetensors")
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=False)
+    return model.encoder, WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+
+
+def whisper_trimmed(encoder, extractor, audio) -> list:
+    """Every hidden state of `audio` (one clip, or a list padded to the longest) in trimmed
+    mode: the encoder's own modules with the position table sliced, as
+    scripts/golden_whisper.py runs them."""
+    import torch
+
+    features = extractor(audio, sampling_rate=16000, padding="longest", return_tensors="pt").input_features
+    x = torch.nn.functional.gelu(encoder.conv1(features))
+    x = torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
+    x = x + encoder.embed_positions.weight[: x.shape[1]]
+    states = [x]
+    for layer in encoder.layers:
+        x = layer(x, None)
+        x = x[0] if isinstance(x, tuple) else x
+        states.append(x)
+    states[-1] = encoder.layer_norm(x)
+    return states

@@ -27,16 +27,8 @@ DEFAULT = Path(os.environ.get("EMOFUSE_CACHE", Path.home() / ".cache" / "emofuse
 def torch_side(checkpoint, data, limit, batch):
     import soundfile
     import torch
-    from safetensors.torch import load_file
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-    torch.set_num_threads(2)
-    config = WhisperConfig.from_pretrained(checkpoint)
-    model = WhisperModel(config).eval()
-    state = load_file(Path(checkpoint) / "model.safetensors")
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=False)
-    encoder = model.encoder
-    extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    encoder, extractor = bench_driver.whisper_encoder(checkpoint)
 
     start = time.perf_counter()
     clips = [soundfile.read(path, dtype="float32")[0] for path in sorted(Path(data).rglob("*.flac"))[:limit]]
@@ -45,17 +37,7 @@ def torch_side(checkpoint, data, limit, batch):
     batches = [clips[i:i + batch] for i in range(0, len(clips), batch)]
 
     def encode(audio):
-        features = extractor(audio, sampling_rate=16000, padding="longest", return_tensors="pt").input_features
-        x = torch.nn.functional.gelu(encoder.conv1(features))
-        x = torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
-        x = x + encoder.embed_positions.weight[: x.shape[1]]
-        states = [x]
-        for layer in encoder.layers:
-            x = layer(x, None)
-            x = x[0] if isinstance(x, tuple) else x
-            states.append(x)
-        states[-1] = encoder.layer_norm(x)
-        return [s.numpy() for s in states]
+        return [s.numpy() for s in bench_driver.whisper_trimmed(encoder, extractor, audio)]
 
     with torch.inference_mode():
         encode(batches[0])
