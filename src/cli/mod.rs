@@ -68,7 +68,7 @@ enum Command {
     Robustness(robustness::RobustnessArgs),
     /// The web page and JSON API on a local address (record or upload a voice, see the emotion and why).
     Serve(serve::ServeArgs),
-    /// Hidden states of a wav2vec 2.0 / HuBERT checkpoint for audio files, as .npy.
+    /// Hidden states of a pretrained encoder (Whisper-base, or a wav2vec 2.0 / HuBERT / Whisper checkpoint) for audio files, as .npy.
     Embed(embed::EmbedArgs),
     /// Write a spectral model as ONNX (raw frame features in, calibrated probabilities out).
     Export(export::ExportArgs),

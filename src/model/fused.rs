@@ -25,7 +25,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::nn::conv::Conv1d;
-use burn::nn::{Dropout, LayerNorm, PaddingConfig1d};
+use burn::nn::{Dropout, LayerNorm, Linear, PaddingConfig1d};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData};
@@ -53,13 +53,24 @@ pub trait FusedOps: Backend {
         bias: FloatTensor<Self>,
         padding: (usize, usize),
     ) -> FloatTensor<Self>;
+
+    /// `x · weight + bias` for `x: [rows, in]`, `weight: [in, out]` and
+    /// `bias: [out]`.
+    fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// burn's `LayerNormConfig` default (its modules keep their epsilon private).
 const LAYER_NORM_EPSILON: f32 = 1e-5;
 
 impl FusedOps for Flex {
-    fn gelu_dropout(x: FlexTensor, keep: f32, seed: u64) -> FlexTensor {
+    fn gelu_dropout(mut x: FlexTensor, keep: f32, seed: u64) -> FlexTensor {
+        // At inference the input is usually a product no one else holds: no new buffer.
+        if keep >= 1.0
+            && let Some(values) = unique_values(&mut x)
+        {
+            values.par_chunks_mut(CHUNK).for_each(gelu_in_place);
+            return x;
+        }
         let x = x.to_contiguous();
         let shape = x.layout().shape().clone();
         let input = x.as_slice::<f32>().expect("contiguous f32 (checked by the caller)");
@@ -80,6 +91,10 @@ impl FusedOps for Flex {
 
     fn conv1d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, padding: (usize, usize)) -> FlexTensor {
         conv1d_forward(&x, &weight, &bias, padding).0
+    }
+
+    fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        linear_forward(&x.to_contiguous(), &weight.to_contiguous(), &bias)
     }
 }
 
@@ -135,6 +150,25 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 weight.into_primitive(),
                 bias.into_primitive(),
                 padding,
+            )),
+        }
+    }
+
+    fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        match LinearBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (input, weight) = (x.primitive().to_contiguous(), weight.primitive().to_contiguous());
+                let output = linear_forward(&input, &weight, bias.primitive());
+                prep.finish((input, weight), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::linear(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
             )),
         }
     }
@@ -426,12 +460,7 @@ impl Backward<Flex, 3> for Conv1dBackward {
             grads.register::<Flex>(node.id, tensor(d_weight, weight_shape.clone()));
         }
         if let Some(node) = bias_node {
-            let d_bias = grad
-                .chunks(channels_out)
-                .fold(vec![0.0f32; channels_out], |mut sum, row| {
-                    sum.iter_mut().zip(row).for_each(|(s, g)| *s += g);
-                    sum
-                });
+            let d_bias = column_sums(grad, channels_out);
             grads.register::<Flex>(node.id, tensor(d_bias, [channels_out].into()));
         }
         if let Some(node) = x_node {
@@ -465,10 +494,102 @@ impl Backward<Flex, 3> for Conv1dBackward {
     }
 }
 
+/// `x · weight + bias`, each output row starting as the bias so that the
+/// product adds to it and the bias costs no pass of its own.
+fn linear_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let bias = bias.to_contiguous();
+    let bias = bias.as_slice::<f32>().expect("f32 bias");
+    let (rows, inputs) = (x.layout().shape()[0], x.layout().shape()[1]);
+    let outputs = bias.len();
+    let mut output = bias.repeat(rows);
+    gemm_strided(
+        &mut output,
+        (outputs, 1),
+        (
+            x.as_slice::<f32>().expect("contiguous f32 (checked by the caller)"),
+            inputs,
+            1,
+        ),
+        (weight.as_slice::<f32>().expect("contiguous f32 weight"), outputs, 1),
+        (rows, outputs, inputs),
+        Accumulate::Add,
+        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+    );
+    FlexTensor::from_data(TensorData::new(output, [rows, outputs]))
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    /// The contiguous input `[rows, in]` and weight `[in, out]`.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let (input, weight) = ops.state;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (rows, outputs) = (grad.layout().shape()[0], grad.layout().shape()[1]);
+        let inputs = input.layout().shape()[1];
+        let grad = grad.as_slice::<f32>().expect("f32 gradient");
+        let tensor = |values: Vec<f32>, shape: [usize; 2]| FlexTensor::from_data(TensorData::new(values, shape));
+        if let Some(node) = x_node {
+            // dx [rows, in] = grad [rows, out] · weightᵀ [out, in]
+            let mut dx = vec![0.0f32; rows * inputs];
+            let weight = weight.as_slice::<f32>().expect("stored contiguous");
+            matmul(
+                &mut dx,
+                (inputs, 1),
+                (grad, outputs, 1),
+                (weight, 1, outputs),
+                (rows, inputs, outputs),
+            );
+            grads.register::<Flex>(node.id, tensor(dx, [rows, inputs]));
+        }
+        if let Some(node) = weight_node {
+            // d weight [in, out] = inputᵀ [in, rows] · grad [rows, out]
+            let mut d_weight = vec![0.0f32; inputs * outputs];
+            let input = input.as_slice::<f32>().expect("stored contiguous");
+            matmul(
+                &mut d_weight,
+                (outputs, 1),
+                (input, 1, inputs),
+                (grad, outputs, 1),
+                (inputs, outputs, rows),
+            );
+            grads.register::<Flex>(node.id, tensor(d_weight, [inputs, outputs]));
+        }
+        if let Some(node) = bias_node {
+            let d_bias = column_sums(grad, outputs);
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(d_bias, [outputs])));
+        }
+    }
+}
+
+/// The sums over the rows of a row-major `[rows, width]` matrix: a bias's gradient.
+fn column_sums(values: &[f32], width: usize) -> Vec<f32> {
+    values.chunks(width).fold(vec![0.0f32; width], |mut sum, row| {
+        sum.iter_mut().zip(row).for_each(|(s, g)| *s += g);
+        sum
+    })
+}
+
 /// `out = lhs · rhs` with `(m, n, k)` sizes; `out` is given with its row
 /// stride and column stride, `lhs` and `rhs` as (values, row stride, column
 /// stride), so transposes cost nothing.
 fn matmul(
+    out: &mut [f32],
+    out_strides: (usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    sizes: (usize, usize, usize),
+) {
+    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    gemm_strided(out, out_strides, lhs, rhs, sizes, Accumulate::Replace, threads);
+}
+
+/// [`matmul`] on the calling thread, for callers already running in parallel.
+fn matmul_serial(
     out: &mut [f32],
     out_strides: (usize, usize),
     lhs: (&[f32], usize, usize),
@@ -481,19 +602,16 @@ fn matmul(
         lhs,
         rhs,
         sizes,
-        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        Accumulate::Replace,
+        gemm::Parallelism::None,
     );
 }
 
-/// [`matmul`] on the calling thread, for callers already running in parallel.
-fn matmul_serial(
-    out: &mut [f32],
-    out_strides: (usize, usize),
-    lhs: (&[f32], usize, usize),
-    rhs: (&[f32], usize, usize),
-    sizes: (usize, usize, usize),
-) {
-    gemm_strided(out, out_strides, lhs, rhs, sizes, gemm::Parallelism::None);
+/// Whether a product overwrites its output or adds to what is there.
+#[derive(Clone, Copy, PartialEq)]
+enum Accumulate {
+    Replace,
+    Add,
 }
 
 fn gemm_strided(
@@ -502,6 +620,7 @@ fn gemm_strided(
     (lhs, lhs_row, lhs_column): (&[f32], usize, usize),
     (rhs, rhs_row, rhs_column): (&[f32], usize, usize),
     (m, n, k): (usize, usize, usize),
+    accumulate: Accumulate,
     parallelism: gemm::Parallelism,
 ) {
     let last = |rows: usize, columns: usize, row: usize, column: usize| {
@@ -513,6 +632,7 @@ fn gemm_strided(
             && last(k, n, rhs_row, rhs_column) < rhs.len(),
         "matmul shapes"
     );
+    let add = accumulate == Accumulate::Add;
     // SAFETY: the assert above keeps the last element gemm reads or writes,
     // and so every one (strides are non-negative), inside its slice; `out`
     // is borrowed mutably, so it aliases neither input.
@@ -524,14 +644,14 @@ fn gemm_strided(
             out.as_mut_ptr(),
             out_column as isize,
             out_row as isize,
-            false,
+            add,
             lhs.as_ptr(),
             lhs_column as isize,
             lhs_row as isize,
             rhs.as_ptr(),
             rhs_column as isize,
             rhs_row as isize,
-            0.0,
+            if add { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -666,6 +786,23 @@ fn gelu_dropout_forward(x: &[f32], out: &mut [f32], mask: &KeepMask) {
     }
 }
 
+/// `x = gelu(x)`.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "aarch64+neon"))]
+fn gelu_in_place(values: &mut [f32]) {
+    for x in values {
+        *x *= normal_cdf_and_density(*x).0;
+    }
+}
+
+/// The values of a contiguous f32 tensor that nothing else shares, to write in place.
+fn unique_values(x: &mut FlexTensor) -> Option<&mut [f32]> {
+    let (start, end) = x.layout().contiguous_offsets()?;
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    Some(&mut x.try_storage_mut::<f32>()?[start..end])
+}
+
 /// `out = g · mask · gelu′(x)`, where `gelu′(x) = Φ(x) + x·φ(x)`.
 #[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "aarch64+neon"))]
 fn gelu_dropout_backward(x: &[f32], g: &[f32], out: &mut [f32], mask: &KeepMask) {
@@ -756,6 +893,28 @@ pub fn gelu_dropout<const D: usize>(x: Tensor<D>, dropout: &Dropout) -> Tensor<D
         (1.0, 0)
     };
     Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_dropout(x.into_dispatch(), keep, seed))
+}
+
+/// `linear`'s forward (`x · weight + bias` over the last axis); on the CPU
+/// one matrix product that adds onto the bias, without a pass of its own.
+pub fn linear<const D: usize>(x: Tensor<D>, linear: &Linear) -> Tensor<D> {
+    if !on_flex_f32(&x) {
+        return linear.forward(x);
+    }
+    let mut shape = x.dims();
+    let [inputs, outputs] = linear.weight.dims();
+    let rows = shape[..D - 1].iter().product();
+    let bias = match &linear.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([outputs], &x.device()),
+    };
+    let output = Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::linear(
+        x.reshape([rows, inputs]).into_dispatch(),
+        linear.weight.val().into_dispatch(),
+        bias.into_dispatch(),
+    ));
+    shape[D - 1] = outputs;
+    output.reshape(shape)
 }
 
 /// `conv`'s forward; on the CPU as one batched matrix product when the
@@ -873,7 +1032,7 @@ mod tests {
     use super::*;
     use burn::module::Param;
     use burn::nn::conv::Conv1dConfig;
-    use burn::nn::{DropoutConfig, LayerNormConfig};
+    use burn::nn::{DropoutConfig, LayerNormConfig, LinearConfig};
     use burn::tensor::Device;
 
     fn values(n: usize) -> Vec<f32> {
@@ -1186,6 +1345,111 @@ mod tests {
                 analytic_weight[i]
             );
         }
+    }
+
+    #[test]
+    fn linear_and_its_gradients_match_burns_linear() {
+        let device = Device::flex().autodiff();
+        device.seed(8);
+        for bias in [true, false] {
+            let layer = LinearConfig::new(7, 5).with_bias(bias).init(&device);
+            let xs = values(2 * 3 * 7);
+            let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [2, 3, 7]), &device).require_grad();
+            let reference = Tensor::<3>::from_data(TensorData::new(xs, [2, 3, 7]), &device).require_grad();
+            let (ours, theirs) = (linear(x.clone(), &layer), layer.forward(reference.clone()));
+            assert_eq!(ours.dims(), [2, 3, 5]);
+            assert!(
+                worst(&vec_of(ours.clone()), &vec_of(theirs.clone())) < 1e-5,
+                "bias {bias}"
+            );
+            let weights = || {
+                let values = (0..30).map(|i| (i as f32 * 0.29).cos()).collect();
+                Tensor::<3>::from_data(TensorData::new(values, [2, 3, 5]), &device)
+            };
+            let ours_grads = (ours * weights()).sum().backward();
+            let theirs_grads = (theirs * weights()).sum().backward();
+            let mut pairs = vec![
+                (
+                    x.grad(&ours_grads).map(vec_of),
+                    reference.grad(&theirs_grads).map(vec_of),
+                ),
+                (
+                    layer.weight.grad(&ours_grads).map(vec_of),
+                    layer.weight.grad(&theirs_grads).map(vec_of),
+                ),
+            ];
+            if let Some(b) = &layer.bias {
+                pairs.push((b.grad(&ours_grads).map(vec_of), b.grad(&theirs_grads).map(vec_of)));
+            }
+            for (i, (a, b)) in pairs.into_iter().enumerate() {
+                let error = worst(&a.expect("our gradient"), &b.expect("burn's gradient"));
+                assert!(error < 1e-4, "bias {bias}: gradient {i} differs by {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_gradients_match_finite_differences() {
+        let device = Device::flex().autodiff();
+        device.seed(9);
+        let layer = LinearConfig::new(4, 3).init(&device);
+        let xs = values(5 * 4);
+        let weights: Vec<f32> = (0..5 * 3).map(|i| (i as f32 * 0.31).cos()).collect();
+        let loss = |xs: &[f32], layer: &Linear| -> f64 {
+            let x = Tensor::<2>::from_data(TensorData::new(xs.to_vec(), [5, 4]), &device);
+            let y = vec_of(linear(x, layer));
+            y.iter().zip(&weights).map(|(&y, &w)| y as f64 * w as f64).sum()
+        };
+        let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [5, 4]), &device).require_grad();
+        let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [5, 3]), &device);
+        let grads = (linear(x.clone(), &layer) * w).sum().backward();
+        let analytic_x = vec_of(x.grad(&grads).unwrap());
+        let analytic_weight = vec_of(layer.weight.grad(&grads).unwrap());
+        let h = 1e-2;
+        // Linear in x and in the weight: central differences are exact up to rounding.
+        for i in 0..xs.len() {
+            let (mut up, mut down) = (xs.clone(), xs.clone());
+            up[i] += h;
+            down[i] -= h;
+            let numeric = ((loss(&up, &layer) - loss(&down, &layer)) / (2.0 * h as f64)) as f32;
+            assert!(
+                (numeric - analytic_x[i]).abs() < 2e-3,
+                "x[{i}]: {} vs {numeric}",
+                analytic_x[i]
+            );
+        }
+        let weight = vec_of(layer.weight.val());
+        for i in 0..weight.len() {
+            let shifted = |delta: f32| {
+                let mut values = weight.clone();
+                values[i] += delta;
+                let mut layer = layer.clone();
+                layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(values, [4, 3]), &device));
+                loss(&xs, &layer)
+            };
+            let numeric = ((shifted(h) - shifted(-h)) / (2.0 * h as f64)) as f32;
+            let error = (numeric - analytic_weight[i]).abs();
+            assert!(error < 2e-3, "weight[{i}]: {} vs {numeric}", analytic_weight[i]);
+        }
+    }
+
+    #[test]
+    fn inference_gelu_writes_in_place_only_what_nothing_else_holds() {
+        let device = Device::flex();
+        let xs = values(3 * 50);
+        let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [3, 50]), &device);
+        let expected = vec_of(burn::tensor::activation::gelu(x.clone()));
+        let shared = x.clone();
+        assert!(worst(&vec_of(gelu(x)), &expected) < 1e-6);
+        assert_eq!(
+            vec_of(shared.clone()),
+            xs,
+            "a tensor another holder shares is left as it was"
+        );
+        assert!(
+            worst(&vec_of(gelu(shared)), &expected) < 1e-6,
+            "and the last holder's is computed in place"
+        );
     }
 
     #[test]

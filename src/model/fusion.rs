@@ -10,7 +10,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::fused::gelu_dropout;
+use super::fused::{gelu_dropout, linear};
 use super::spectral_cnn::{SpectralCnn, SpectralCnnConfig, StreamOutput};
 use super::temporal::{BackboneConfig, LayerCombination, TemporalConfig, TemporalPooling, TemporalStream};
 use super::wav2vec2::Wav2Vec2;
@@ -175,8 +175,8 @@ pub struct Classifier {
 impl Classifier {
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         match &self.hidden {
-            Some(hidden) => self.output.forward(gelu_dropout(hidden.forward(x), &self.dropout)),
-            None => self.output.forward(x),
+            Some(hidden) => linear(gelu_dropout(linear(x, hidden), &self.dropout), &self.output),
+            None => linear(x, &self.output),
         }
     }
 }
@@ -258,7 +258,7 @@ impl EmotionModel {
     pub fn head(&self, spectral: Option<Tensor<2>>, temporal: Option<Tensor<2>>) -> (Tensor<2>, Option<Tensor<2>>) {
         let (fused, gate) = match (spectral, temporal, &self.gate) {
             (Some(e_s), Some(e_t), Some(gate)) => {
-                let g = sigmoid(gate.forward(Tensor::cat(vec![e_s.clone(), e_t.clone()], 1))); // [b, d]
+                let g = sigmoid(linear(Tensor::cat(vec![e_s.clone(), e_t.clone()], 1), gate)); // [b, d]
                 let fused = g.clone() * e_s + (g.ones_like() - g.clone()) * e_t;
                 (fused, Some(g))
             }

@@ -10,6 +10,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor};
 
+use super::fused::linear;
+
 /// Score given to padded frames before the softmax: their weight is `exp(-1e9)`, zero.
 const PADDING_SCORE: f32 = -1e9;
 
@@ -46,7 +48,7 @@ impl AttentivePooling {
     /// - padding: `[batch, time]`, true where a frame is padding
     /// - output: (`[batch, d_input]` pooled, `[batch, time]` α)
     pub fn forward(&self, frames: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> (Tensor<2>, Tensor<2>) {
-        let scores = self.context.forward(self.attention.forward(frames.clone()).tanh()); // [b, t, 1]
+        let scores = linear(linear(frames.clone(), &self.attention).tanh(), &self.context); // [b, t, 1]
         let scores = scores.squeeze_dim::<2>(2); // [b, t]
         let scores = match padding {
             Some(padding) => scores.mask_fill(padding, PADDING_SCORE),

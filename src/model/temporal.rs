@@ -20,7 +20,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::fused::{gelu, gelu_dropout};
+use super::fused::{gelu, gelu_dropout, linear};
 use super::pooling::{AttentivePooling, AttentivePoolingConfig, mean, padding_mask, statistics};
 use super::spectral_cnn::StreamOutput;
 use super::wav2vec2::{Preprocessor, Wav2Vec2, Wav2Vec2Config, Wav2Vec2Output};
@@ -445,7 +445,7 @@ impl TemporalStream {
         };
         // Attentive pooling weighs projected frames; statistics and means pool the combined layers as they are.
         let x = match (&self.pooling, &self.projection) {
-            (Some(_), Some(projection)) => gelu_dropout(projection.forward(combined), &self.dropout), // [b, t, d]
+            (Some(_), Some(projection)) => gelu_dropout(linear(combined, projection), &self.dropout), // [b, t, d]
             _ => combined,
         };
         let padding = padding_mask(n_frames, frames, &x.device());
@@ -471,7 +471,7 @@ impl TemporalStream {
             }
             (None, None, Some(projection)) => {
                 let (pooled, weights) = statistics(frames, padding);
-                (gelu(projection.forward(self.dropout.forward(pooled))), weights)
+                (gelu(linear(self.dropout.forward(pooled), projection)), weights)
             }
             (None, None, None) => unreachable!("a stream pools attentively, by statistics or by means"),
         }

@@ -7,7 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, Linear};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use super::{Activation, FeatExtractNorm, Wav2Vec2Config};
-use crate::model::fused::self_attention;
+use crate::model::fused::{linear, self_attention};
 use crate::model::weights::{Scope, Weights, conv1d_config};
 
 /// LayerNorm/GroupNorm epsilon inside the feature encoder: PyTorch's default,
@@ -128,7 +128,7 @@ impl FeatureProjection {
             Some(norm) => norm.forward(x),
             None => x,
         };
-        self.dropout.forward(self.projection.forward(x))
+        self.dropout.forward(linear(x, &self.projection))
     }
 }
 
@@ -168,12 +168,12 @@ impl Attention {
     /// - x: `[batch, frames, hidden]` → `[batch, frames, hidden]`
     /// - padding: `[batch, heads, frames, frames]`, true where the key is padding
     pub fn forward(&self, x: Tensor<3>, padding: Option<Tensor<4, Bool>>) -> Tensor<3> {
-        let q = self.q_proj.forward(x.clone()); // [b, t, hidden]
-        let k = self.k_proj.forward(x.clone());
-        let v = self.v_proj.forward(x);
+        let q = linear(x.clone(), &self.q_proj); // [b, t, hidden]
+        let k = linear(x.clone(), &self.k_proj);
+        let v = linear(x, &self.v_proj);
         // Scaled by 1/sqrt(head_dim), as HF does.
         let context = self_attention(q, k, v, self.num_heads, padding); // [b, t, hidden]
-        self.out_proj.forward(context)
+        linear(context, &self.out_proj)
     }
 }
 
@@ -190,9 +190,9 @@ pub struct FeedForward {
 
 impl FeedForward {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = self.activation.forward(self.intermediate_dense.forward(x));
+        let x = self.activation.forward(linear(x, &self.intermediate_dense));
         let x = self.intermediate_dropout.forward(x);
-        self.output_dropout.forward(self.output_dense.forward(x))
+        self.output_dropout.forward(linear(x, &self.output_dense))
     }
 }
 

@@ -8,6 +8,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Bool, Device, Tensor};
 
 use super::WhisperConfig;
+use crate::model::fused::linear;
 use crate::model::pooling::padding_mask;
 use crate::model::wav2vec2::model::Attention;
 use crate::model::wav2vec2::{Activation, Wav2Vec2Output};
@@ -33,8 +34,8 @@ impl EncoderLayer {
         let x = x + attended;
         let h = self
             .activation
-            .forward(self.fc1.forward(self.final_layer_norm.forward(x.clone())));
-        x + self.fc2.forward(h)
+            .forward(linear(self.final_layer_norm.forward(x.clone()), &self.fc1));
+        x + linear(h, &self.fc2)
     }
 }
 
