@@ -15,6 +15,10 @@ mean recall over the test fold's classes.
     python3 scripts/probe.py --within ravdess.json:emb/ravdess
     python3 scripts/probe.py --loco ravdess.json:emb/ravdess tess.json:emb/tess …
 
+`--spectral DIR` (with `--within`) appends each clip's mean and standard deviation over
+frames of its frame features (`emofuse features --npy DIR/ FILES`: MFCC 40 + ZCR + RMS)
+to the encoder's features: the spectral stream's input, fused early in the probe.
+
 `--loco` tests on each corpus in turn after training on the others, with the
 label policy of `emofuse cv --protocol leave-one-corpus-out`: calm counts as
 neutral, labels outside the shared seven (boredom) are dropped, and only the
@@ -73,17 +77,17 @@ def ua(truth, predicted, scored):
     return float(np.mean(recalls))
 
 
-def choose(stack, y, groups, variant):
-    """C (and the layer) with the best mean UA over inner folds of the training clips."""
-    layers = range(stack.shape[1]) if variant == "best-layer" else [None]
+def choose(y, groups, matrix, layers):
+    """C (and the layer) with the best mean UA over inner folds of the training clips;
+    `matrix(layer)` gives the training clips' features."""
     # One training speaker (TESS, leave one speaker out): stratified folds of its clips.
     if len(set(groups)) > 1:
-        inner = list(GroupKFold(n_splits=min(4, len(set(groups)))).split(stack, y, groups))
+        inner = list(GroupKFold(n_splits=min(4, len(set(groups)))).split(np.zeros(len(y)), y, groups))
     else:
-        inner = list(StratifiedKFold(n_splits=4, shuffle=True, random_state=0).split(stack, y))
+        inner = list(StratifiedKFold(n_splits=4, shuffle=True, random_state=0).split(np.zeros(len(y)), y))
     best = (-1.0, None, None)
     for layer in layers:
-        x = features(stack, variant, layer)
+        x = matrix(layer)
         for c in C_GRID:
             scores = []
             for train, test in inner:
@@ -94,24 +98,40 @@ def choose(stack, y, groups, variant):
     return best[1], best[2]
 
 
-def run_fold(train, test, variant):
-    """train/test: lists of (vector, label, speaker). Returns (UA, C, layer)."""
-    stack = np.stack([v for v, _, _ in train])
-    y = np.array([label for _, label, _ in train])
-    groups = np.array([speaker for _, _, speaker in train])
-    c, layer = choose(stack, y, groups, variant)
-    scaler, model = fit(features(stack, variant, layer), y, c)
-    test_stack = np.stack([v for v, _, _ in test])
-    truth = np.array([label for _, label, _ in test])
-    predicted = model.predict(scaler.transform(features(test_stack, variant, layer)))
+def run_fold(train, test, variant, spectral=None):
+    """train/test: lists of (vector, label, speaker, path). Returns (UA, C, layer).
+    `spectral`: path → frame-feature statistics to append, or None."""
+    def matrix(rows, layer):
+        x = features(np.stack([row[0] for row in rows]), variant, layer)
+        if spectral is None:
+            return x
+        return np.hstack([x, np.stack([spectral[row[3]] for row in rows])])
+
+    y = np.array([row[1] for row in train])
+    groups = np.array([row[2] for row in train])
+    c, layer = choose(y, groups, lambda layer: matrix(train, layer),
+                      range(len(train[0][0])) if variant == "best-layer" else [None])
+    scaler, model = fit(matrix(train, layer), y, c)
+    truth = np.array([row[1] for row in test])
+    predicted = model.predict(scaler.transform(matrix(test, layer)))
     return ua(truth, predicted, sorted(set(truth) & set(y))), c, layer
 
 
-def within(spec, variant):
+def frame_statistics(report, directory):
+    """path → mean and standard deviation over frames of `emofuse features --npy` arrays."""
+    statistics = {}
+    for clip in report["clips"]:
+        frames = np.load(Path(directory) / (Path(clip["path"]).stem + ".npy"))  # [features, frames]
+        statistics[clip["path"]] = np.concatenate([frames.mean(1), frames.std(1)])
+    return statistics
+
+
+def within(spec, variant, spectral_dir=None):
     report, vectors = load(spec)
+    spectral = frame_statistics(report, spectral_dir) if spectral_dir else None
     clips = {c["path"]: (c["label"], c["speaker"]) for c in report["clips"]}
-    rows = lambda paths: [(vectors[p], *clips[p]) for p in paths if p in vectors]
-    return [run_fold(rows(f["train"]), rows(f["test"]), variant) for f in report["folds"]]
+    rows = lambda paths: [(vectors[p], *clips[p], p) for p in paths if p in vectors]
+    return [run_fold(rows(f["train"]), rows(f["test"]), variant, spectral) for f in report["folds"]]
 
 
 def loco(specs, variant):
@@ -122,7 +142,7 @@ def loco(specs, variant):
         for clip in report["clips"]:
             label = "neutral" if clip["label"] == "calm" else clip["label"]
             if label in SHARED and clip["path"] in vectors:
-                rows.append((vectors[clip["path"]], label, clip["speaker"]))
+                rows.append((vectors[clip["path"]], label, clip["speaker"], clip["path"]))
         corpora.append((report["dataset"], rows))
     results = []
     for i, (name, test) in enumerate(corpora):
@@ -138,9 +158,12 @@ def main():
     group.add_argument("--loco", nargs="+", metavar="FOLDS.json:DIR", help="leave one corpus out")
     parser.add_argument("--variant", choices=VARIANTS, action="append",
                         help="features (repeatable; default all three)")
+    parser.add_argument("--spectral", metavar="DIR", help="append frame-feature statistics (--within only)")
     args = parser.parse_args()
+    if args.spectral and not args.within:
+        parser.error("--spectral works with --within")
     for variant in args.variant or VARIANTS:
-        results = within(args.within, variant) if args.within else loco(args.loco, variant)
+        results = within(args.within, variant, args.spectral) if args.within else loco(args.loco, variant)
         uas = np.array([r[0] for r in results])
         folds = [{"ua": r[0], "c": r[1], "layer": r[2], **({"corpus": r[3]} if len(r) > 3 else {})}
                  for r in results]
