@@ -10,8 +10,10 @@
 //! one pass each way (the keep mask a counter-based hash of the element's
 //! index, recomputed in the backward instead of stored), the layer norm in
 //! place over `[batch, channels, frames]`, and the convolution as one matrix
-//! product over the whole batch. At inference, self-attention runs head by
-//! head with a softmax that vectorises.
+//! product over the whole batch. A linear layer is one product that adds
+//! onto rows starting as its bias (burn's makes a second pass for the bias).
+//! At inference, self-attention runs head by head with a softmax that
+//! vectorises, and GELU overwrites a tensor nothing else holds.
 //!
 //! They are burn backend extensions implemented for Flex (and, for the
 //! differentiable ones, autodiff over Flex); every other backend
