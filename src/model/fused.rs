@@ -625,9 +625,11 @@ fn gemm_strided(
     accumulate: Accumulate,
     parallelism: gemm::Parallelism,
 ) {
-    let last = |rows: usize, columns: usize, row: usize, column: usize| {
-        (rows.max(1) - 1) * row + (columns.max(1) - 1) * column
-    };
+    // An empty product leaves `out` as it is: zeros, or the bias it adds onto.
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let last = |rows: usize, columns: usize, row: usize, column: usize| (rows - 1) * row + (columns - 1) * column;
     assert!(
         last(m, n, out_row, out_column) < out.len()
             && last(m, k, lhs_row, lhs_column) < lhs.len()
@@ -1433,6 +1435,13 @@ mod tests {
             let error = (numeric - analytic_weight[i]).abs();
             assert!(error < 2e-3, "weight[{i}]: {} vs {numeric}", analytic_weight[i]);
         }
+    }
+
+    #[test]
+    fn an_empty_batch_through_linear_is_empty_not_a_panic() {
+        let device = Device::flex();
+        let layer = LinearConfig::new(4, 3).init(&device);
+        assert_eq!(linear(Tensor::<2>::zeros([0, 4], &device), &layer).dims(), [0, 3]);
     }
 
     #[test]
