@@ -1051,6 +1051,14 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
 
+    /// `∂ loss / ∂ values[i]` by central differences with step `h`.
+    fn central_difference(values: &[f32], i: usize, h: f32, loss: impl Fn(&[f32]) -> f64) -> f32 {
+        let (mut up, mut down) = (values.to_vec(), values.to_vec());
+        up[i] += h;
+        down[i] -= h;
+        ((loss(&up) - loss(&down)) / (2.0 * h as f64)) as f32
+    }
+
     #[test]
     fn gelu_and_its_gradient_match_burns_generic_op() {
         let device = Device::flex().autodiff();
@@ -1088,10 +1096,7 @@ mod tests {
         let analytic = vec_of(x.grad(&(y * w).sum().backward()).unwrap());
         let h = 1e-2;
         for i in (0..n).step_by(97) {
-            let (mut up, mut down) = (xs.clone(), xs.clone());
-            up[i] += h;
-            down[i] -= h;
-            let numeric = (loss(&up) - loss(&down)) / (2.0 * h);
+            let numeric = central_difference(&xs, i, h, |xs| loss(xs) as f64);
             let error = (numeric - analytic[i]).abs();
             assert!(
                 error < 2e-2 * (1.0 + numeric.abs()),
@@ -1220,10 +1225,7 @@ mod tests {
         let analytic_gamma = vec_of(norm.gamma.grad(&grads).unwrap());
         let h = 1e-2;
         for i in (0..n).step_by(131) {
-            let (mut up, mut down) = (xs.clone(), xs.clone());
-            up[i] += h;
-            down[i] -= h;
-            let numeric = ((loss(&up, &norm) - loss(&down, &norm)) / (2.0 * h as f64)) as f32;
+            let numeric = central_difference(&xs, i, h, |xs| loss(xs, &norm));
             let error = (numeric - analytic_x[i]).abs();
             assert!(
                 error < 2e-2 * (1.0 + numeric.abs()),
@@ -1233,14 +1235,11 @@ mod tests {
         }
         let gamma = vec_of(norm.gamma.val());
         for c in [0, 7, 23] {
-            let shifted = |delta: f32| {
-                let mut values = gamma.clone();
-                values[c] += delta;
+            let numeric = central_difference(&gamma, c, h, |gamma| {
                 let mut norm = norm.clone();
-                norm.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(values, [24]), &device));
+                norm.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(gamma.to_vec(), [24]), &device));
                 loss(&xs, &norm)
-            };
-            let numeric = ((shifted(h) - shifted(-h)) / (2.0 * h as f64)) as f32;
+            });
             let error = (numeric - analytic_gamma[c]).abs();
             assert!(
                 error < 2e-2 * (1.0 + numeric.abs()),
@@ -1320,28 +1319,22 @@ mod tests {
         let analytic_x = vec_of(x.grad(&grads).unwrap());
         let analytic_weight = vec_of(conv.weight.grad(&grads).unwrap().flatten::<1>(0, 2));
         let h = 1e-2;
-        for i in 0..xs.len() {
-            let (mut up, mut down) = (xs.clone(), xs.clone());
-            up[i] += h;
-            down[i] -= h;
-            let numeric = ((loss(&up, &conv) - loss(&down, &conv)) / (2.0 * h as f64)) as f32;
+        for (i, &analytic) in analytic_x.iter().enumerate() {
+            let numeric = central_difference(&xs, i, h, |xs| loss(xs, &conv));
             // Linear in x and in the weight: the difference is exact up to rounding.
             assert!(
-                (numeric - analytic_x[i]).abs() < 2e-3,
-                "x[{i}]: analytic {} numeric {numeric}",
-                analytic_x[i]
+                (numeric - analytic).abs() < 2e-3,
+                "x[{i}]: analytic {analytic} numeric {numeric}"
             );
         }
         let weight = vec_of(conv.weight.val().flatten::<1>(0, 2));
         for i in (0..weight.len()).step_by(7) {
-            let shifted = |delta: f32| {
-                let mut values = weight.clone();
-                values[i] += delta;
+            let numeric = central_difference(&weight, i, h, |weight| {
                 let mut conv = conv.clone();
-                conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(values, [5, 4, 3]), &device));
+                conv.weight =
+                    Param::from_tensor(Tensor::from_data(TensorData::new(weight.to_vec(), [5, 4, 3]), &device));
                 loss(&xs, &conv)
-            };
-            let numeric = ((shifted(h) - shifted(-h)) / (2.0 * h as f64)) as f32;
+            });
             let error = (numeric - analytic_weight[i]).abs();
             assert!(
                 error < 2e-3,
@@ -1411,29 +1404,19 @@ mod tests {
         let analytic_weight = vec_of(layer.weight.grad(&grads).unwrap());
         let h = 1e-2;
         // Linear in x and in the weight: central differences are exact up to rounding.
-        for i in 0..xs.len() {
-            let (mut up, mut down) = (xs.clone(), xs.clone());
-            up[i] += h;
-            down[i] -= h;
-            let numeric = ((loss(&up, &layer) - loss(&down, &layer)) / (2.0 * h as f64)) as f32;
-            assert!(
-                (numeric - analytic_x[i]).abs() < 2e-3,
-                "x[{i}]: {} vs {numeric}",
-                analytic_x[i]
-            );
+        for (i, &analytic) in analytic_x.iter().enumerate() {
+            let numeric = central_difference(&xs, i, h, |xs| loss(xs, &layer));
+            assert!((numeric - analytic).abs() < 2e-3, "x[{i}]: {analytic} vs {numeric}");
         }
         let weight = vec_of(layer.weight.val());
-        for i in 0..weight.len() {
-            let shifted = |delta: f32| {
-                let mut values = weight.clone();
-                values[i] += delta;
+        for (i, &analytic) in analytic_weight.iter().enumerate() {
+            let numeric = central_difference(&weight, i, h, |weight| {
                 let mut layer = layer.clone();
-                layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(values, [4, 3]), &device));
+                layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(weight.to_vec(), [4, 3]), &device));
                 loss(&xs, &layer)
-            };
-            let numeric = ((shifted(h) - shifted(-h)) / (2.0 * h as f64)) as f32;
-            let error = (numeric - analytic_weight[i]).abs();
-            assert!(error < 2e-3, "weight[{i}]: {} vs {numeric}", analytic_weight[i]);
+            });
+            let error = (numeric - analytic).abs();
+            assert!(error < 2e-3, "weight[{i}]: {analytic} vs {numeric}");
         }
     }
 
