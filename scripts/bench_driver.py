@@ -70,18 +70,9 @@ def whisper_encoder(checkpoint: str):
 
 def whisper_trimmed(encoder, extractor, audio) -> list:
     """Every hidden state of `audio` (one clip, or a list padded to the longest) in trimmed
-    mode: the encoder's own modules with the position table sliced, as
-    scripts/golden_whisper.py runs them."""
-    import torch
+    mode: the encoder's own modules with the position table sliced, the golden files'
+    forward (scripts/golden_whisper.py)."""
+    import golden_whisper
 
     features = extractor(audio, sampling_rate=16000, padding="longest", return_tensors="pt").input_features
-    x = torch.nn.functional.gelu(encoder.conv1(features))
-    x = torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
-    x = x + encoder.embed_positions.weight[: x.shape[1]]
-    states = [x]
-    for layer in encoder.layers:
-        x = layer(x, None)
-        x = x[0] if isinstance(x, tuple) else x
-        states.append(x)
-    states[-1] = encoder.layer_norm(x)
-    return states
+    return golden_whisper.encode(encoder, features)[0]
