@@ -7,7 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, Linear};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use super::{Activation, FeatExtractNorm, Wav2Vec2Config};
-use crate::model::fused::{linear, self_attention};
+use crate::model::fused::{frame_conv1d, linear, self_attention};
 use crate::model::weights::{Scope, Weights, conv1d_config};
 
 /// LayerNorm/GroupNorm epsilon inside the feature encoder: PyTorch's default,
@@ -59,42 +59,32 @@ impl ConvLayer {
     }
 
     /// # Shapes
-    /// - x: `[batch, channels_in, samples]` → `[batch, channels_out, frames]`
+    /// - x: `[batch, samples, channels_in]` → `[batch, frames, channels_out]`
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mut x = conv1d_as_matmul(x, &self.conv);
+        let mut x = frame_conv1d(x, &self.conv);
         if let Some(norm) = &self.layer_norm {
-            x = norm.forward(x.swap_dims(1, 2)).swap_dims(1, 2);
+            x = norm.forward(x);
         }
         if let Some(norm) = &self.group_norm {
-            x = norm.forward(x);
+            x = norm_over_time(x, norm);
         }
         self.activation.forward(x)
     }
 }
 
-/// A strided, unpadded, ungrouped `Conv1d` as one matrix multiply over the
-/// unfolded windows. Same numbers as `conv.forward`, but it runs on gemm:
-/// burn's CPU convolution was most of the time of training an encoder from
-/// scratch (its backward included).
+/// GroupNorm with one group per channel (as the feature encoder builds it)
+/// on channels-last frames: each channel normalised over time.
 ///
 /// # Shapes
-/// - x: `[batch, channels_in, samples]` → `[batch, channels_out, frames]`
-fn conv1d_as_matmul(x: Tensor<3>, conv: &Conv1d) -> Tensor<3> {
-    let [channels_out, channels_in, kernel] = conv.weight.dims();
-    let [batch, _, _] = x.dims();
-    let windows = x.unfold::<4, _>(2, kernel, conv.stride); // [b, c_in, t, k]
-    let [_, _, frames, _] = windows.dims();
-    let windows = windows.swap_dims(1, 2).reshape([batch, frames, channels_in * kernel]); // [b, t, c_in·k]
-    let weight = conv
-        .weight
-        .val()
-        .reshape([channels_out, channels_in * kernel])
-        .transpose(); // [c_in·k, c_out]
-    let mut y = windows.matmul(weight.unsqueeze_dim::<3>(0)); // [b, t, c_out]
-    if let Some(bias) = &conv.bias {
-        y = y + bias.val().reshape([1, 1, channels_out]);
+/// - x: `[batch, frames, channels]` → `[batch, frames, channels]`
+fn norm_over_time(x: Tensor<3>, norm: &GroupNorm) -> Tensor<3> {
+    let channels = norm.num_channels;
+    let (variance, mean) = x.clone().var_mean_bias(1); // [b, 1, c]
+    let x = (x - mean) / (variance + norm.epsilon).sqrt();
+    match (&norm.gamma, &norm.beta) {
+        (Some(gamma), Some(beta)) => x * gamma.val().reshape([1, 1, channels]) + beta.val().reshape([1, 1, channels]),
+        _ => x,
     }
-    y.swap_dims(1, 2)
 }
 
 /// Waveform → frame features (`feature_extractor` in the checkpoint).
@@ -105,9 +95,9 @@ pub struct FeatureEncoder {
 
 impl FeatureEncoder {
     /// # Shapes
-    /// - samples: `[batch, n_samples]` → `[batch, conv_dim, n_frames]`
+    /// - samples: `[batch, n_samples]` → `[batch, n_frames, conv_dim]`
     pub fn forward(&self, samples: Tensor<2>) -> Tensor<3> {
-        let x = samples.unsqueeze_dim(1); // [b, 1, n]
+        let x = samples.unsqueeze_dim(2); // [b, n, 1]: channels last, as every layer
         self.conv_layers.iter().fold(x, |x, layer| layer.forward(x))
     }
 }
@@ -394,16 +384,16 @@ impl Wav2Vec2 {
         let features = if self.per_clip_features && padded {
             let clips = (0..batch).map(|i| {
                 let clip = samples.clone().narrow(0, i, 1).narrow(1, 0, n_samples[i]);
-                let features = self.feature_extractor.forward(clip); // [1, c, frames_i]
-                let [_, channels, frames] = features.dims();
-                let zeros = Tensor::zeros([1, channels, max_frames - frames], &features.device());
-                Tensor::cat(vec![features, zeros], 2)
+                let features = self.feature_extractor.forward(clip); // [1, frames_i, c]
+                let [_, frames, channels] = features.dims();
+                let zeros = Tensor::zeros([1, max_frames - frames, channels], &features.device());
+                Tensor::cat(vec![features, zeros], 1)
             });
             Tensor::cat(clips.collect(), 0)
         } else {
             self.feature_extractor.forward(samples)
-        }; // [b, conv_dim, frames]
-        let hidden = self.feature_projection.forward(features.swap_dims(1, 2)); // [b, frames, hidden]
+        }; // [b, frames, conv_dim]
+        let hidden = self.feature_projection.forward(features); // [b, frames, hidden]
         let valid = padded.then(|| frame_mask(&n_frames, max_frames, &hidden.device()));
         let mut output = self.encoder.forward(hidden, valid);
         output.n_frames = n_frames;
