@@ -76,3 +76,71 @@ def whisper_trimmed(encoder, extractor, audio) -> list:
 
     features = extractor(audio, sampling_rate=16000, padding="longest", return_tensors="pt").input_features
     return golden_whisper.encode(encoder, features)[0]
+
+
+def transformer_products(frames: int, hidden: int, intermediate: int, heads: int, layers: int) -> list:
+    """The (m, k, n) matrix products of `layers` transformer layers over `frames`
+    frames: q, k, v, out projections, the feed-forward pair, and per head the
+    scores and the weighted sum."""
+    width = hidden // heads
+    per_layer = [(frames, hidden, hidden)] * 4 + [(frames, hidden, intermediate), (frames, intermediate, hidden)]
+    per_layer += [(frames, width, frames), (frames, frames, width)] * heads
+    return per_layer * layers
+
+
+def wav2vec2_products(config: dict, samples: int) -> list:
+    """Every matrix product of a wav2vec2 forward on one clip: each convolution of the
+    feature encoder as one product over its windows, the grouped positional
+    convolution as one product per group, the projection and the transformer."""
+    products, frames, channels = [], samples, 1
+    for out, kernel, stride in zip(config["conv_dim"], config["conv_kernel"], config["conv_stride"]):
+        frames = (frames - kernel) // stride + 1
+        products.append((frames, channels * kernel, out))
+        channels = out
+    hidden, groups = config["hidden_size"], config["num_conv_pos_embedding_groups"]
+    group = hidden // groups
+    products += [(frames, group * config["num_conv_pos_embeddings"], group)] * groups
+    products.append((frames, channels, hidden))
+    return products + transformer_products(frames, hidden, config["intermediate_size"],
+                                           config["num_attention_heads"], config["num_hidden_layers"])
+
+
+def whisper_products(config: dict, mel_frames: int) -> list:
+    """Every matrix product of a Whisper encoder forward on `mel_frames` log-mel frames:
+    the two convolutions (kernel 3; the second with stride 2) and the transformer."""
+    hidden = config["d_model"]
+    frames = (mel_frames + 1) // 2
+    products = [(mel_frames, config["num_mel_bins"] * 3, hidden), (frames, hidden * 3, hidden)]
+    return products + transformer_products(frames, hidden, config["encoder_ffn_dim"],
+                                           config["encoder_attention_heads"], config["encoder_layers"])
+
+
+def products_alone(products: list, runs: int) -> dict:
+    """PyTorch's time for `products` alone (random matrices of those shapes, one after
+    another, 2 threads), timed like a forward; and their total floating-point
+    operations. The floor of any forward that makes those products with kernels of
+    this speed: everything else in it costs time on top."""
+    import torch
+
+    torch.set_num_threads(2)
+    generator = torch.Generator().manual_seed(0)
+    operands = {shape: (torch.rand(shape[0], shape[1], generator=generator),
+                        torch.rand(shape[1], shape[2], generator=generator)) for shape in set(products)}
+
+    def multiply():
+        for shape in products:
+            a, b = operands[shape]
+            torch.mm(a, b)
+
+    return {"flops": sum(2 * m * k * n for m, k, n in products), **timed(multiply, runs)}
+
+
+def print_floor(label: str, torch_s: float, emofuse_s: float, floor: dict) -> None:
+    """One line: both sides' rates over the whole forward, the products alone, and
+    whether 0.8x PyTorch's time is above that floor."""
+    gflops = floor["flops"] / 1e9
+    goal = 0.8 * torch_s
+    verdict = "above the floor" if goal > floor["median_s"] else "BELOW the products alone"
+    print(f"{label:>17}  {gflops:6.1f} GFLOP  PyTorch {gflops / torch_s:5.0f} GFLOP/s  "
+          f"emofuse {gflops / emofuse_s:5.0f} GFLOP/s  products alone {1e3 * floor['median_s']:6.1f} ms "
+          f"({gflops / floor['median_s']:.0f} GFLOP/s)  0.8x PyTorch {1e3 * goal:6.1f} ms: {verdict}")

@@ -5,7 +5,9 @@ Both run the same checkpoint (random-initialised wav2vec2-base made by
 `scripts/golden_wav2vec2.py --full-size DIR`, or any HF wav2vec2/HuBERT folder) on
 seeded white noise of each length, with 2 threads each, batch 1: one warm-up forward,
 then the median of --runs timed forwards. Each side runs in its own process so that
-peak memory (max RSS) is its own.
+peak memory (max RSS) is its own. Beside each forward, PyTorch times the forward's
+matrix products alone (same shapes, same order): what no forward with kernels of that
+speed can go below, against the goal of 0.8x PyTorch's time.
 
 Dependencies: scripts/requirements-torch.txt
 Run from the repository root, after `cargo build --release`:
@@ -24,11 +26,14 @@ def torch_side(checkpoint, seconds, runs):
     torch.set_num_threads(2)
     model = AutoModel.from_pretrained(checkpoint).eval()
     generator = torch.Generator().manual_seed(0)
+    config = model.config.to_dict()
     times = []
     for length in seconds:
         x = torch.rand(1, int(length * 16000), generator=generator) * 2 - 1
         with torch.inference_mode():
-            times.append({"seconds_of_audio": length, **bench_driver.timed(lambda: model(x), runs)})
+            times.append({"seconds_of_audio": length, **bench_driver.timed(lambda: model(x), runs),
+                          "floor": bench_driver.products_alone(bench_driver.wav2vec2_products(config, x.shape[1]),
+                                                               runs)})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"torch": torch.__version__, "times": times, "peak_rss_mib": peak}
 
@@ -53,6 +58,9 @@ def main():
         print(f"{t['seconds_of_audio']:>5.1f}s  {1e3 * t['median_s']:>19.1f} ms  {1e3 * o['median_s']:>7.1f} ms"
               f"  {o['median_s'] / t['median_s']:.2f}x")
     print(f"peak memory: PyTorch {theirs['peak_rss_mib']:.0f} MiB, emofuse {ours['peak_rss_mib']:.0f} MiB")
+    print("the forward's matrix products alone, in PyTorch (the floor of a forward with kernels of this speed):")
+    for t, o in zip(theirs["times"], ours["modes"][0]["times"]):
+        bench_driver.print_floor(f"{t['seconds_of_audio']:.1f}s", t["median_s"], o["median_s"], t["floor"])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ each, batch 1, returning all hidden states: one warm-up, then the median of --ru
 Modes: `padded30s` (the reference: log-mel padded to 3000 frames, transformers'
 WhisperEncoder as it is) and `trimmed` (the clip's own frames; on the PyTorch side the
 encoder's own modules with the position table sliced, as scripts/golden_whisper.py does).
-Each side runs in its own process so that peak memory (max RSS) is its own.
+Each side runs in its own process so that peak memory (max RSS) is its own. Beside
+each forward, PyTorch times the forward's matrix products alone (same shapes, same
+order): what no forward with kernels of that speed can go below, against the goal of
+0.8x PyTorch's time.
 
 Dependencies: scripts/requirements-torch.txt
 Run from the repository root, after `cargo build --release`:
@@ -35,14 +38,20 @@ def torch_side(checkpoint, seconds, runs):
         features = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
         return encoder(features, output_hidden_states=True).hidden_states
 
+    def mel_frames(mode, audio):
+        return 3000 if mode == "padded30s" else len(audio) // 160
+
     generator = torch.Generator().manual_seed(0)
+    config = encoder.config.to_dict()
     report = {"torch": torch.__version__, "modes": []}
     for mode, forward in [("trimmed", trimmed), ("padded30s", padded)]:
         times = []
         for length in seconds:
             audio = (torch.rand(int(length * 16000), generator=generator) * 2 - 1).numpy()
+            products = bench_driver.whisper_products(config, mel_frames(mode, audio))
             with torch.inference_mode():
-                times.append({"seconds_of_audio": length, **bench_driver.timed(lambda: forward(audio), runs)})
+                times.append({"seconds_of_audio": length, **bench_driver.timed(lambda: forward(audio), runs),
+                              "floor": bench_driver.products_alone(products, runs)})
         report["modes"].append({"mode": mode, "times": times})
     report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
@@ -70,6 +79,12 @@ def main():
             print(f"{t_mode['mode']:>10} {t['seconds_of_audio']:>5.1f}s  {1e3 * t['median_s']:>19.1f} ms"
                   f"  {1e3 * o['median_s']:>7.1f} ms  {o['median_s'] / t['median_s']:.2f}x")
     print(f"peak memory: PyTorch {theirs['peak_rss_mib']:.0f} MiB, emofuse {ours['peak_rss_mib']:.0f} MiB")
+    print("the forward's matrix products alone, in PyTorch (the floor of a forward with kernels of this speed):")
+    for t_mode in theirs["modes"]:
+        o_mode = next(m for m in ours["modes"] if m["mode"] == t_mode["mode"])
+        for t, o in zip(t_mode["times"], o_mode["times"]):
+            bench_driver.print_floor(f"{t_mode['mode']} {t['seconds_of_audio']:.1f}s", t["median_s"], o["median_s"],
+                                     t["floor"])
 
 
 if __name__ == "__main__":
