@@ -26,11 +26,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::module::Param;
 use burn::nn::conv::Conv1d;
 use burn::nn::{Dropout, LayerNorm, Linear, PaddingConfig1d};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Distribution, Tensor, TensorData};
 use rayon::prelude::*;
 
 /// Elements per rayon task: small tensors stay on one thread.
@@ -752,10 +753,7 @@ impl FusedInference for Flex {
         let [batch, frames, channels_in] = [shape[0], shape[1], shape[2]];
         let weight_shape = weight.layout().shape();
         let (channels_out, kernel) = (weight_shape[0], weight_shape[2]);
-        if frames < kernel {
-            return FlexTensor::from_data(TensorData::new(Vec::<f32>::new(), [batch, 0, bias.layout().shape()[0]]));
-        }
-        let frames_out = (frames - kernel) / stride + 1;
+        let frames_out = frames.checked_sub(kernel).map_or(0, |span| span / stride + 1);
         let width = kernel * channels_in;
         // Each filter with its taps outermost, as in a window: [out, kernel · in].
         let weight = weight.as_slice::<f32>().expect("f32 weight");
@@ -771,15 +769,14 @@ impl FusedInference for Flex {
         let mut output = bias.repeat(batch * frames_out);
         let input = x.as_slice::<f32>().expect("contiguous f32 (checked by the caller)");
         let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
-        for (out, clip) in output
-            .chunks_mut(frames_out * channels_out)
-            .zip(input.chunks(frames * channels_in))
-        {
+        let (clip_in, clip_out) = (frames * channels_in, frames_out * channels_out);
+        for b in 0..batch {
             // out [frames_out, out] += windows [frames_out, width] · tapsᵀ [width, out]
+            // (a clip shorter than the kernel is an empty product: nothing to do)
             gemm_strided(
-                out,
+                &mut output[b * clip_out..(b + 1) * clip_out],
                 (channels_out, 1),
-                (clip, stride * channels_in, 1),
+                (&input[b * clip_in..(b + 1) * clip_in], stride * channels_in, 1),
                 (&taps, 1, width),
                 (frames_out, channels_out, width),
                 Accumulate::Add,
@@ -966,10 +963,7 @@ pub fn linear<const D: usize>(x: Tensor<D>, linear: &Linear) -> Tensor<D> {
     let mut shape = x.dims();
     let [inputs, outputs] = linear.weight.dims();
     let rows = shape[..D - 1].iter().product();
-    let bias = match &linear.bias {
-        Some(bias) => bias.val(),
-        None => Tensor::zeros([outputs], &x.device()),
-    };
+    let bias = bias_or_zeros(linear.bias.as_ref(), outputs, &x.device());
     let output = Tensor::<2>::from_dispatch(<Dispatch as FusedOps>::linear(
         x.reshape([rows, inputs]).into_dispatch(),
         linear.weight.val().into_dispatch(),
@@ -1048,10 +1042,7 @@ pub fn self_attention(
 pub fn frame_conv1d(x: Tensor<3>, conv: &Conv1d) -> Tensor<3> {
     let [channels_out, channels_in, kernel] = conv.weight.dims();
     if on_flex_f32(&x) && !x.is_autodiff() {
-        let bias = match &conv.bias {
-            Some(bias) => bias.val(),
-            None => Tensor::zeros([channels_out], &x.device()),
-        };
+        let bias = bias_or_zeros(conv.bias.as_ref(), channels_out, &x.device());
         return Tensor::from_dispatch(<Dispatch as FusedInference>::frame_conv1d(
             x.into_dispatch(),
             conv.weight.val().into_dispatch(),
@@ -1107,6 +1098,12 @@ pub fn channel_norm(x: Tensor<3>, norm: &LayerNorm) -> Tensor<3> {
     }
 }
 
+/// A layer's bias, or zeros for a layer without one: the fused products
+/// always add onto a bias.
+fn bias_or_zeros(bias: Option<&Param<Tensor<1>>>, len: usize, device: &Device) -> Tensor<1> {
+    bias.map_or_else(|| Tensor::zeros([len], device), |bias| bias.val())
+}
+
 fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && matches!(x.device().as_dispatch().clone().inner(), DispatchDevice::Flex(_))
 }
@@ -1125,10 +1122,8 @@ fn draw_seed<const D: usize>(like: &Tensor<D>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::Param;
     use burn::nn::conv::Conv1dConfig;
     use burn::nn::{DropoutConfig, LayerNormConfig, LinearConfig};
-    use burn::tensor::Device;
 
     fn values(n: usize) -> Vec<f32> {
         (0..n).map(|i| (i as f32 * 0.37 + 0.1).sin() * 4.0).collect()
