@@ -54,8 +54,10 @@ def main():
         mask = loud_frames(audio, states.shape[1], args.within_db)
         kept.append(mask.mean())
         speech = states[:, mask, :]
-        second = states.mean(1) if args.beside_every_frame else speech.std(1)
-        pair = [second, speech.mean(1)] if args.beside_every_frame else [speech.mean(1), second]
+        if args.beside_every_frame:
+            pair = [states.mean(1), speech.mean(1)]
+        else:
+            pair = [speech.mean(1), speech.std(1)]
         np.save(args.out / f"{stem}.npy", np.concatenate(pair, axis=1))
     print(f"{args.out}: {np.mean(kept):.1%} of the frames kept on average")
 
