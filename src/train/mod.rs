@@ -145,6 +145,8 @@ pub enum TrainError {
     ConfigChanged { path: PathBuf },
     #[error("no training examples")]
     NoData,
+    #[error("cannot fit the linear probe: {0}")]
+    Probe(#[from] probe::FitError),
 }
 
 /// One training run: what is trained, on which examples, where its files go.
@@ -412,7 +414,7 @@ pub fn fit_probe(
         speakers,
         n_classes: config.model.n_classes,
     };
-    let fitted = probe::fit(&data, device);
+    let fitted = probe::fit(&data, device)?;
     on_event(Event::Probe(fitted.report.clone()));
     persist::write_atomic(
         &run_dir.join(probe::REPORT_FILE),
