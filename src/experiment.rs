@@ -310,11 +310,16 @@ impl SplitRun<'_> {
                 .iter()
                 .map(|clip| clip.speaker.as_deref().unwrap_or(""))
                 .collect();
+            let paths: Vec<_> = train.clips.iter().map(|clip| clip.path.to_string_lossy()).collect();
+            let sources: Vec<&str> = paths.iter().map(AsRef::as_ref).collect();
             let (outcome, probe) = train::fit_probe(
                 self.out_dir,
                 &training,
                 &train.examples,
-                &speakers,
+                train::probe::Origins {
+                    speakers: &speakers,
+                    sources: &sources,
+                },
                 encoders.frozen.as_ref(),
                 self.device,
                 on_event,

@@ -376,13 +376,14 @@ impl TrainRun<'_> {
 /// A [`TemporalPooling::Mean`] model, fitted rather than trained: its
 /// temporal stream pools each training clip once, and the standardisation
 /// and linear classifier are a [`probe`] fitted on those embeddings
-/// (`speakers[i]` is example `i`'s speaker, for the inner folds). Writes
+/// (`origins` says who spoke each example and which recording it was made
+/// from, for the inner folds). Writes
 /// `probe.json` (how `C` was chosen) in `run_dir`.
 pub fn fit_probe(
     run_dir: &Path,
     config: &TrainingConfig,
     train: &[Example],
-    speakers: &[&str],
+    origins: probe::Origins,
     frozen: Option<&FrozenBackbone>,
     device: &Device,
     on_event: &mut dyn FnMut(Event),
@@ -411,7 +412,8 @@ pub fn fit_probe(
         x: &x,
         width,
         labels: &labels,
-        speakers,
+        speakers: origins.speakers,
+        sources: origins.sources,
         n_classes: config.model.n_classes,
     };
     let fitted = probe::fit(&data, device)?;

@@ -39,6 +39,9 @@ pub struct ProbeData<'a> {
     pub labels: &'a [usize],
     /// The speaker of each clip: inner folds never split one.
     pub speakers: &'a [&'a str],
+    /// The recording each row was made from: a clip's noisy copies share
+    /// it, and with one training speaker an inner fold keeps them together.
+    pub sources: &'a [&'a str],
     pub n_classes: usize,
 }
 
@@ -49,6 +52,14 @@ pub enum FitError {
     NotFinite,
     #[error("the loss's curvature bound has no eigendecomposition ({0:?})")]
     Eigen(faer::linalg::evd::EvdError),
+}
+
+/// Where each training row came from, for the inner folds.
+#[derive(Clone, Copy)]
+pub struct Origins<'a> {
+    pub speakers: &'a [&'a str],
+    /// The recording each row was made from (its noisy copies share it).
+    pub sources: &'a [&'a str],
 }
 
 /// A fitted probe: `logits = ((x − mean) · scale) W + b`.
@@ -144,18 +155,25 @@ pub fn fit(data: &ProbeData, device: &Device) -> Result<Probe, FitError> {
 
 /// Test clips of each inner fold. Speakers are dealt largest first to the
 /// fold with the fewest clips (scikit-learn's `GroupKFold`); with one
-/// training speaker, its clips are dealt round-robin within each class.
+/// training speaker, its recordings are dealt round-robin within each class,
+/// each with all its noisy copies (else a copy in another fold would score
+/// its own recording, and every `C` would look perfect).
 fn inner_folds(data: &ProbeData) -> Vec<Vec<usize>> {
     let mut speakers: Vec<&str> = data.speakers.to_vec();
     speakers.sort_unstable();
     speakers.dedup();
     if speakers.len() < 2 {
-        let n_folds = INNER_FOLDS.min(data.n()).max(1);
+        let recordings = data.sources.iter().collect::<std::collections::HashSet<_>>().len();
+        let n_folds = INNER_FOLDS.min(recordings).max(1);
         let mut folds = vec![Vec::new(); n_folds];
         let mut seen = vec![0usize; data.n_classes];
-        for (i, &label) in data.labels.iter().enumerate() {
-            folds[seen[label] % n_folds].push(i);
-            seen[label] += 1;
+        let mut fold_of = std::collections::HashMap::new();
+        for (i, (&label, &source)) in data.labels.iter().zip(data.sources).enumerate() {
+            let fold = *fold_of.entry(source).or_insert_with(|| {
+                seen[label] += 1;
+                (seen[label] - 1) % n_folds
+            });
+            folds[fold].push(i);
         }
         return folds;
     }
@@ -464,15 +482,56 @@ mod tests {
         (x, labels, speakers)
     }
 
+    /// A distinct recording name for each of `n` rows.
+    fn recordings(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("clip{i}")).collect()
+    }
+
+    #[test]
+    fn with_one_speaker_inner_folds_keep_a_recordings_noisy_copies_together() {
+        // 21 recordings of one speaker (7 per class, not a multiple of the
+        // fold count), then two noisy copies of each.
+        let labels: Vec<usize> = (0..63).map(|i| i % 21 % 3).collect();
+        let sources: Vec<String> = (0..63).map(|i| format!("clip{}", i % 21)).collect();
+        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+        let speakers = vec!["only"; 63];
+        let x = vec![0.0f32; 63];
+        let data = ProbeData {
+            x: &x,
+            width: 1,
+            labels: &labels,
+            speakers: &speakers,
+            sources: &sources,
+            n_classes: 3,
+        };
+        let folds = inner_folds(&data);
+        assert_eq!(folds.len(), INNER_FOLDS);
+        assert_eq!(folds.iter().map(Vec::len).sum::<usize>(), 63);
+        for fold in &folds {
+            for &i in fold {
+                assert!(fold.contains(&((i + 21) % 63)), "row {i}'s copy is in another fold");
+            }
+            for class in 0..3 {
+                assert!(
+                    fold.iter().any(|&i| labels[i] == class),
+                    "class {class} missing from a fold"
+                );
+            }
+        }
+    }
+
     #[test]
     fn inner_folds_keep_each_speaker_whole_and_cover_every_clip() {
         let (x, labels, speakers) = clips(60, 4);
         let speakers: Vec<&str> = speakers.iter().map(String::as_str).collect();
+        let sources = recordings(labels.len());
+        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
         let data = ProbeData {
             x: &x,
             width: 4,
             labels: &labels,
             speakers: &speakers,
+            sources: &sources,
             n_classes: 3,
         };
         let folds = inner_folds(&data);
@@ -535,11 +594,14 @@ mod tests {
         for (n, width) in [(90, 120), (240, 6)] {
             let (x, labels, speakers) = clips(n, width);
             let speakers: Vec<&str> = speakers.iter().map(String::as_str).collect();
+            let sources = recordings(labels.len());
+            let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
             let data = ProbeData {
                 x: &x,
                 width,
                 labels: &labels,
                 speakers: &speakers,
+                sources: &sources,
                 n_classes: 3,
             };
             let probe = fit(&data, &device).unwrap();
@@ -566,11 +628,14 @@ mod tests {
         let (mut x, labels, speakers) = clips(30, 4);
         x[17] = f32::NAN;
         let speakers: Vec<&str> = speakers.iter().map(String::as_str).collect();
+        let sources = recordings(labels.len());
+        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
         let data = ProbeData {
             x: &x,
             width: 4,
             labels: &labels,
             speakers: &speakers,
+            sources: &sources,
             n_classes: 3,
         };
         assert!(matches!(fit(&data, &Device::flex()), Err(FitError::NotFinite)));
