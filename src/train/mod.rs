@@ -412,8 +412,7 @@ pub fn fit_probe(
         x: &x,
         width,
         labels: &labels,
-        speakers: origins.speakers,
-        sources: origins.sources,
+        origins,
         n_classes: config.model.n_classes,
     };
     let fitted = probe::fit(&data, device)?;

@@ -37,11 +37,7 @@ pub struct ProbeData<'a> {
     pub x: &'a [f32],
     pub width: usize,
     pub labels: &'a [usize],
-    /// The speaker of each clip: inner folds never split one.
-    pub speakers: &'a [&'a str],
-    /// The recording each row was made from: a clip's noisy copies share
-    /// it, and with one training speaker an inner fold keeps them together.
-    pub sources: &'a [&'a str],
+    pub origins: Origins<'a>,
     pub n_classes: usize,
 }
 
@@ -57,8 +53,10 @@ pub enum FitError {
 /// Where each training row came from, for the inner folds.
 #[derive(Clone, Copy)]
 pub struct Origins<'a> {
+    /// The speaker of each row: inner folds never split one.
     pub speakers: &'a [&'a str],
-    /// The recording each row was made from (its noisy copies share it).
+    /// The recording each row was made from: a clip's noisy copies share
+    /// it, and with one training speaker an inner fold keeps them together.
     pub sources: &'a [&'a str],
 }
 
@@ -114,11 +112,12 @@ pub fn fit(data: &ProbeData, device: &Device) -> Result<Probe, FitError> {
     for test in &folds {
         let train: Vec<usize> = all.iter().copied().filter(|i| !test.contains(i)).collect();
         let problem = Problem::new(data, &train, device)?;
+        let test_rows = data.rows(test);
         let mut start = None;
         for (g, &c) in C_GRID.iter().enumerate() {
             let solution = problem.solve(c, start.take());
             let model = problem.fitted(solution.clone());
-            let probabilities = model.probabilities(&data.rows(test), device);
+            let probabilities = model.probabilities(&test_rows, device);
             for (row, &i) in test.iter().enumerate() {
                 out_of_fold[g][i * k..(i + 1) * k].copy_from_slice(&probabilities[row * k..(row + 1) * k]);
             }
@@ -136,7 +135,7 @@ pub fn fit(data: &ProbeData, device: &Device) -> Result<Probe, FitError> {
         .reduce(|best, g| if grid[g].1 > grid[best].1 { g } else { best })
         .expect("C_GRID is not empty");
     let c = grid[best].0;
-    let speaker_grouped = data.speakers.iter().any(|&s| s != data.speakers[0]);
+    let speaker_grouped = data.origins.speakers.iter().any(|&s| s != data.origins.speakers[0]);
     let problem = Problem::new(data, &all, device)?;
     let model = problem.fitted(problem.solve(c, None));
     Ok(Probe {
@@ -159,16 +158,21 @@ pub fn fit(data: &ProbeData, device: &Device) -> Result<Probe, FitError> {
 /// each with all its noisy copies (else a copy in another fold would score
 /// its own recording, and every `C` would look perfect).
 fn inner_folds(data: &ProbeData) -> Vec<Vec<usize>> {
-    let mut speakers: Vec<&str> = data.speakers.to_vec();
+    let mut speakers: Vec<&str> = data.origins.speakers.to_vec();
     speakers.sort_unstable();
     speakers.dedup();
     if speakers.len() < 2 {
-        let recordings = data.sources.iter().collect::<std::collections::HashSet<_>>().len();
+        let recordings = data
+            .origins
+            .sources
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         let n_folds = INNER_FOLDS.min(recordings).max(1);
         let mut folds = vec![Vec::new(); n_folds];
         let mut seen = vec![0usize; data.n_classes];
         let mut fold_of = std::collections::HashMap::new();
-        for (i, (&label, &source)) in data.labels.iter().zip(data.sources).enumerate() {
+        for (i, (&label, &source)) in data.labels.iter().zip(data.origins.sources).enumerate() {
             let fold = *fold_of.entry(source).or_insert_with(|| {
                 seen[label] += 1;
                 (seen[label] - 1) % n_folds
@@ -179,7 +183,7 @@ fn inner_folds(data: &ProbeData) -> Vec<Vec<usize>> {
     }
     let mut sizes: Vec<(usize, &str)> = speakers
         .iter()
-        .map(|&s| (data.speakers.iter().filter(|&&t| t == s).count(), s))
+        .map(|&s| (data.origins.speakers.iter().filter(|&&t| t == s).count(), s))
         .collect();
     sizes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     let n_folds = INNER_FOLDS.min(speakers.len());
@@ -191,7 +195,7 @@ fn inner_folds(data: &ProbeData) -> Vec<Vec<usize>> {
         fold_of.insert(speaker, smallest);
     }
     let mut folds = vec![Vec::new(); n_folds];
-    for (i, speaker) in data.speakers.iter().enumerate() {
+    for (i, speaker) in data.origins.speakers.iter().enumerate() {
         folds[fold_of[speaker]].push(i);
     }
     folds
@@ -487,24 +491,37 @@ mod tests {
         (0..n).map(|i| format!("clip{i}")).collect()
     }
 
+    /// `check` on the probe data of these rows (3 classes), borrowing the names as it takes them.
+    fn with_probe_data<R>(
+        x: &[f32],
+        width: usize,
+        labels: &[usize],
+        speakers: &[String],
+        sources: &[String],
+        check: impl FnOnce(&ProbeData) -> R,
+    ) -> R {
+        let speakers: Vec<&str> = speakers.iter().map(String::as_str).collect();
+        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+        check(&ProbeData {
+            x,
+            width,
+            labels,
+            origins: Origins {
+                speakers: &speakers,
+                sources: &sources,
+            },
+            n_classes: 3,
+        })
+    }
+
     #[test]
     fn with_one_speaker_inner_folds_keep_a_recordings_noisy_copies_together() {
         // 21 recordings of one speaker (7 per class, not a multiple of the
         // fold count), then two noisy copies of each.
         let labels: Vec<usize> = (0..63).map(|i| i % 21 % 3).collect();
         let sources: Vec<String> = (0..63).map(|i| format!("clip{}", i % 21)).collect();
-        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-        let speakers = vec!["only"; 63];
-        let x = vec![0.0f32; 63];
-        let data = ProbeData {
-            x: &x,
-            width: 1,
-            labels: &labels,
-            speakers: &speakers,
-            sources: &sources,
-            n_classes: 3,
-        };
-        let folds = inner_folds(&data);
+        let speakers = vec!["only".to_string(); 63];
+        let folds = with_probe_data(&[0.0; 63], 1, &labels, &speakers, &sources, inner_folds);
         assert_eq!(folds.len(), INNER_FOLDS);
         assert_eq!(folds.iter().map(Vec::len).sum::<usize>(), 63);
         for fold in &folds {
@@ -523,18 +540,7 @@ mod tests {
     #[test]
     fn inner_folds_keep_each_speaker_whole_and_cover_every_clip() {
         let (x, labels, speakers) = clips(60, 4);
-        let speakers: Vec<&str> = speakers.iter().map(String::as_str).collect();
-        let sources = recordings(labels.len());
-        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-        let data = ProbeData {
-            x: &x,
-            width: 4,
-            labels: &labels,
-            speakers: &speakers,
-            sources: &sources,
-            n_classes: 3,
-        };
-        let folds = inner_folds(&data);
+        let folds = with_probe_data(&x, 4, &labels, &speakers, &recordings(60), inner_folds);
         assert_eq!(folds.len(), INNER_FOLDS);
         let mut all: Vec<usize> = folds.concat();
         all.sort_unstable();
@@ -593,33 +599,24 @@ mod tests {
         // rank-deficient in the first).
         for (n, width) in [(90, 120), (240, 6)] {
             let (x, labels, speakers) = clips(n, width);
-            let speakers: Vec<&str> = speakers.iter().map(String::as_str).collect();
-            let sources = recordings(labels.len());
-            let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-            let data = ProbeData {
-                x: &x,
-                width,
-                labels: &labels,
-                speakers: &speakers,
-                sources: &sources,
-                n_classes: 3,
-            };
-            let probe = fit(&data, &device).unwrap();
-            assert!(C_GRID.contains(&probe.report.c));
-            assert_eq!(probe.out_of_fold.as_ref().map(Vec::len), Some(n * 3));
-            let rows: Vec<usize> = (0..n).collect();
-            let problem = Problem::new(&data, &rows, &device).unwrap();
-            let weak = problem.fitted(problem.solve(1.0, None));
-            let predicted = crate::eval::argmax_rows(&weak.probabilities(&x, &device), 3);
-            let ua = Metrics::compute(&labels, &predicted, 3).ua;
-            assert!(ua > 0.9, "{n} clips, {width} features: training UA {ua} at C = 1");
-            for c in [1e-3, 1.0] {
-                let gradient = relative_gradient(&data, &problem.fitted(problem.solve(c, None)), c);
-                assert!(
-                    gradient < 1e-3,
-                    "{n} clips, {width} features, C {c}: gradient {gradient} of the start's"
-                );
-            }
+            with_probe_data(&x, width, &labels, &speakers, &recordings(n), |data| {
+                let probe = fit(data, &device).unwrap();
+                assert!(C_GRID.contains(&probe.report.c));
+                assert_eq!(probe.out_of_fold.as_ref().map(Vec::len), Some(n * 3));
+                let rows: Vec<usize> = (0..n).collect();
+                let problem = Problem::new(data, &rows, &device).unwrap();
+                let weak = problem.fitted(problem.solve(1.0, None));
+                let predicted = crate::eval::argmax_rows(&weak.probabilities(&x, &device), 3);
+                let ua = Metrics::compute(&labels, &predicted, 3).ua;
+                assert!(ua > 0.9, "{n} clips, {width} features: training UA {ua} at C = 1");
+                for c in [1e-3, 1.0] {
+                    let gradient = relative_gradient(data, &problem.fitted(problem.solve(c, None)), c);
+                    assert!(
+                        gradient < 1e-3,
+                        "{n} clips, {width} features, C {c}: gradient {gradient} of the start's"
+                    );
+                }
+            });
         }
     }
 
@@ -627,17 +624,9 @@ mod tests {
     fn an_embedding_with_a_nan_is_refused() {
         let (mut x, labels, speakers) = clips(30, 4);
         x[17] = f32::NAN;
-        let speakers: Vec<&str> = speakers.iter().map(String::as_str).collect();
-        let sources = recordings(labels.len());
-        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-        let data = ProbeData {
-            x: &x,
-            width: 4,
-            labels: &labels,
-            speakers: &speakers,
-            sources: &sources,
-            n_classes: 3,
-        };
-        assert!(matches!(fit(&data, &Device::flex()), Err(FitError::NotFinite)));
+        let refused = with_probe_data(&x, 4, &labels, &speakers, &recordings(30), |data| {
+            matches!(fit(data, &Device::flex()), Err(FitError::NotFinite))
+        });
+        assert!(refused);
     }
 }
