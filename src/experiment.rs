@@ -30,7 +30,7 @@ use crate::model::temporal::{BackboneConfig, BackboneError, FrozenBackbone, Temp
 use crate::model::wav2vec2::{self, Wav2Vec2};
 use crate::noise::NoiseBank;
 use crate::persist;
-use crate::train::{self, Distillation, Event, TrainRun, TrainingConfig, TrainingData};
+use crate::train::{self, Distillation, Event, TrainRun, TrainingConfig, TrainingData, late_fusion};
 
 /// Which clips train, validate and test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +227,10 @@ pub enum ExperimentError {
     Folds(#[from] FoldError),
     #[error("teacher {}: {problem}", dir.display())]
     Teacher { dir: PathBuf, problem: String },
+    #[error(
+        "a late fusion (--model fusion-concat --temporal-pooling mean) chooses its spectral weight on validation speakers, and {split} has none: give --validation a share above 0, with at least two training speakers"
+    )]
+    NoValidationSpeakers { split: String },
     #[error("interrupted: the checkpoint is saved")]
     Interrupted,
     #[error("{}: not a cv summary.json: {problem}", path.display())]
@@ -253,8 +257,13 @@ impl SplitRun<'_> {
         let mut training = self.config.training_for(self.fold)?;
         let plan = Plan::new(self, &training);
         training.model.n_classes = plan.labels.len();
+        // A late fusion's weight is chosen on the validation speakers, their
+        // noisy copies included: they keep their audio to make those.
+        let late_fusion =
+            training.model.kind == ModelKind::FusionConcat && training.model.temporal.pooling == TemporalPooling::Mean;
         let mut train = plan.examples(&self.split.train, plan.keep_audio);
-        let mut validation = plan.examples(&self.split.validation, false);
+        let mut validation = plan.examples(&self.split.validation, plan.keep_audio && late_fusion);
+        let clean_train = train.examples.len();
         let mut wave_augment = plan.wave_augment(&training)?;
         self.split.file(self.corpus).write(self.out_dir)?;
 
@@ -275,6 +284,9 @@ impl SplitRun<'_> {
             && let Some(augment) = wave_augment.as_ref().filter(|a| a.noise.is_some())
         {
             add_noisy_copies(&mut train, augment, training.seed, on_event)?;
+            if late_fusion {
+                add_noisy_copies(&mut validation, augment, training.seed, on_event)?;
+            }
         }
         // A frozen encoder gives the same hidden states every epoch:
         // computed once, and kept on disk for the next run and fold.
@@ -302,20 +314,16 @@ impl SplitRun<'_> {
             }
             None => None,
         };
-        // A probe is fitted on pooled embeddings; calibrated, without
-        // validation speakers, on its inner folds' out-of-fold predictions.
-        let (outcome, out_of_fold) = if training.model.temporal.pooling == TemporalPooling::Mean {
-            let speakers: Vec<&str> = train
-                .clips
-                .iter()
-                .map(|clip| clip.speaker.as_deref().unwrap_or(""))
-                .collect();
-            let paths: Vec<_> = train.clips.iter().map(|clip| clip.path.to_string_lossy()).collect();
+        let fit_probe = |examples: &[Example], clips: &[&Clip], on_event: &mut dyn FnMut(Event)| {
+            let speakers: Vec<&str> = clips.iter().map(|clip| clip.speaker.as_deref().unwrap_or("")).collect();
+            let paths: Vec<_> = clips.iter().map(|clip| clip.path.to_string_lossy()).collect();
             let sources: Vec<&str> = paths.iter().map(AsRef::as_ref).collect();
-            let (outcome, probe) = train::fit_probe(
+            let mut temporal = training.clone();
+            temporal.model.kind = ModelKind::Temporal;
+            train::fit_probe(
                 self.out_dir,
-                &training,
-                &train.examples,
+                &temporal,
+                examples,
                 train::probe::Origins {
                     speakers: &speakers,
                     sources: &sources,
@@ -323,8 +331,36 @@ impl SplitRun<'_> {
                 encoders.frozen.as_ref(),
                 self.device,
                 on_event,
+            )
+        };
+        // Held-out probabilities to calibrate on, when not the validation
+        // speakers' through the final model: a probe's out-of-fold ones, a
+        // late fusion's validation mix.
+        let (outcome, held_out) = if late_fusion {
+            let (outcome, mix) = self.late_fusion(
+                &training,
+                LateFusionData {
+                    train: &train,
+                    validation: &validation,
+                    clean_train,
+                    teacher: teacher_probabilities.as_deref(),
+                },
+                &fit_probe,
+                wave_augment.as_ref(),
+                stop,
+                on_event,
             )?;
-            (outcome, probe.out_of_fold)
+            (outcome, mix)
+        } else if training.model.temporal.pooling == TemporalPooling::Mean {
+            // A probe is fitted on pooled embeddings; calibrated, without
+            // validation speakers, on its inner folds' out-of-fold predictions.
+            let (outcome, probe) = fit_probe(&train.examples, &train.clips, on_event)?;
+            let truth = || train.examples.iter().map(|e| e.label).collect();
+            let held_out = match validation.examples.is_empty() {
+                true => probe.out_of_fold.map(|probabilities| (probabilities, truth())),
+                false => None,
+            };
+            (outcome, held_out)
         } else {
             let outcome = TrainRun {
                 run_dir: self.out_dir,
@@ -367,15 +403,13 @@ impl SplitRun<'_> {
             (probabilities, truth)
         };
         // Confidence is calibrated on the validation speakers, never on the test ones.
-        let temperature = if !validation.examples.is_empty() {
-            let (probabilities, truth) = run_model(&validation.examples);
-            Some(eval::fit_temperature(&probabilities, &truth, n_classes))
-        } else {
-            out_of_fold.map(|probabilities| {
-                let truth: Vec<usize> = train.examples.iter().map(|e| e.label).collect();
-                eval::fit_temperature(&probabilities, &truth, n_classes)
-            })
+        let calibration = match held_out {
+            Some(held_out) => Some(held_out),
+            None if !validation.examples.is_empty() => Some(run_model(&validation.examples)),
+            None => None,
         };
+        let temperature =
+            calibration.map(|(probabilities, truth)| eval::fit_temperature(&probabilities, &truth, n_classes));
         if temperature.is_none() {
             on_event(Event::Warning(
                 "no validation clips to calibrate on: the model's confidence is its raw softmax (temperature 1)".into(),
@@ -418,6 +452,99 @@ impl SplitRun<'_> {
         Ok(result)
     }
 
+    /// A linear probe on every training speaker, fused late with a spectral
+    /// stream trained on the clean training clips (noise, if any, mixed in
+    /// as it trains) for the set number of epochs. The spectral weight is
+    /// chosen on the validation clips and their noisy copies, which neither
+    /// stream was fitted on: the probe's predictions there are out of fold
+    /// (its inner models did not hear those speakers), and the spectral
+    /// stream is not early-stopped on them — picking its best epoch there
+    /// would make it look better there than anywhere else, and overweight it.
+    /// Returns the fused model and its validation probabilities at that
+    /// weight, with their labels.
+    fn late_fusion(
+        &self,
+        training: &TrainingConfig,
+        data: LateFusionData,
+        fit_probe: &FitProbe,
+        wave_augment: Option<&WaveAugment>,
+        stop: &AtomicBool,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(train::Outcome, Option<HeldOut>), ExperimentError> {
+        let no_validation = || ExperimentError::NoValidationSpeakers {
+            split: self.split.name.clone(),
+        };
+        if data.validation.examples.is_empty() {
+            return Err(no_validation());
+        }
+        let examples: Vec<Example> = data
+            .train
+            .examples
+            .iter()
+            .chain(&data.validation.examples)
+            .cloned()
+            .collect();
+        let clips: Vec<&Clip> = data.train.clips.iter().chain(&data.validation.clips).copied().collect();
+        let (temporal, probe) = fit_probe(&examples, &clips, on_event)?;
+        let out_of_fold = probe.out_of_fold.ok_or_else(no_validation)?;
+
+        let mut spectral_config = training.clone();
+        spectral_config.model.kind = ModelKind::Spectral;
+        let spectral = TrainRun {
+            run_dir: self.out_dir,
+            config: &spectral_config,
+            data: TrainingData {
+                train: &data.train.examples[..data.clean_train],
+                validation: &[],
+                n_classes: training.model.n_classes,
+                teacher: data.teacher.map(|teacher| &teacher[..data.clean_train]),
+            },
+            frozen: None,
+            encoder: None,
+            wave_augment,
+            resume: self.resume,
+            device: self.device,
+        }
+        .run(stop, on_event)?;
+        if spectral.interrupted {
+            return Ok((spectral, None));
+        }
+
+        let k = training.model.n_classes;
+        let temporal_probabilities = &out_of_fold[data.train.examples.len() * k..];
+        let spectral_probabilities = infer::probabilities(
+            &spectral.model,
+            &spectral_config.model,
+            &data.validation.examples,
+            None,
+            self.device,
+        );
+        let truth: Vec<usize> = data.validation.examples.iter().map(|e| e.label).collect();
+        let report = late_fusion::choose_spectral_weight(temporal_probabilities, &spectral_probabilities, &truth, k);
+        write_json(&self.out_dir.join(late_fusion::REPORT_FILE), &report)?;
+        on_event(Event::LateFusion(report.clone()));
+        let fused_ua = report
+            .grid
+            .iter()
+            .find(|score| score.spectral_weight == report.spectral_weight)
+            .map(|score| score.ua);
+        let mix = late_fusion::mix(
+            temporal_probabilities,
+            &spectral_probabilities,
+            report.spectral_weight,
+            k,
+        );
+        let outcome = train::Outcome {
+            model: EmotionModel::late_fusion(spectral.model, temporal.model, report.spectral_weight),
+            logs: spectral.logs,
+            best_epoch: spectral.best_epoch,
+            best_validation_ua: fused_ua,
+            seconds: spectral.seconds + temporal.seconds,
+            interrupted: false,
+        };
+        Ok((outcome, Some((mix, truth))))
+    }
+
     /// The saved model's `config.json`: what it is and how it was made.
     fn model_config(
         &self,
@@ -455,6 +582,22 @@ impl SplitRun<'_> {
             }),
         })
     }
+}
+
+/// Probabilities `[clips][classes]` of clips a model was not fitted on, and their labels.
+type HeldOut = (Vec<f32>, Vec<usize>);
+
+/// Fits a linear probe on examples and the clips they came from.
+type FitProbe<'f> = dyn Fn(&[Example], &[&Clip], &mut dyn FnMut(Event)) -> Result<(train::Outcome, train::probe::Probe), train::TrainError>
+    + 'f;
+
+/// A late fusion's examples: each set's clean clips first, their noisy copies after.
+struct LateFusionData<'s, 'a> {
+    train: &'s ExampleSet<'a>,
+    validation: &'s ExampleSet<'a>,
+    clean_train: usize,
+    /// The teacher's probabilities of the training examples, if distilling.
+    teacher: Option<&'s [Vec<f32>]>,
 }
 
 /// What a split's training needs before it starts: the labels and the

@@ -10,7 +10,8 @@ use emofuse::model::whisper::{self, WhisperMel, WhisperMode};
 use serde_json::Value;
 
 use crate::util::{
-    emofuse_in, files_under, golden_dir, golden_index, max_abs_error, read_golden, shared_data, train_tiny_output,
+    emofuse_in, files_under, golden_dir, golden_index, max_abs_error, read_golden, shared_data, tiny_manifest,
+    train_tiny_output,
 };
 
 /// Max absolute error of the log-mel input ((log10 + 4) / 4 units) and of the hidden states.
@@ -426,4 +427,87 @@ fn a_probe_teacher_labels_from_the_hidden_states_it_cached() {
         weights(&from_cache) == weights(&afresh),
         "cached and computed hidden states teach alike"
     );
+}
+
+/// `--model fusion-concat` with the probe's flags fits the probe, trains the
+/// spectral stream, chooses the spectral weight on the validation speaker and
+/// saves one fusion model with a linear classifier, which predicts and
+/// explains like any other; without validation speakers it is refused.
+#[test]
+fn a_probe_fuses_late_with_the_spectral_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    install_tiny_whisper_base(&cache);
+    let manifest = tiny_manifest(dir.path());
+    let model = dir.path().join("late");
+    let train = |validation: &str| {
+        let mut args = vec![
+            "train",
+            "--data",
+            manifest.to_str().unwrap(),
+            "--model",
+            "fusion-concat",
+            "--epochs",
+            "1",
+            "--validation",
+            validation,
+            "--out",
+            model.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&PROBE);
+        emofuse_in(&cache, &args)
+    };
+    one_line_error(&train("0"), "--validation");
+
+    let trained = train("0.25");
+    let stderr = String::from_utf8_lossy(&trained.stderr);
+    assert!(trained.status.success(), "{stderr}");
+    assert!(stderr.contains("linear probe: C = "), "{stderr}");
+    assert!(stderr.contains("late fusion: spectral weight "), "{stderr}");
+    let read = |file: &str| -> Value { serde_json::from_slice(&std::fs::read(model.join(file)).unwrap()).unwrap() };
+    let report = read("late-fusion.json");
+    let grid: Vec<f64> = report["grid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|score| score["spectral_weight"].as_f64().unwrap())
+        .collect();
+    assert_eq!(grid.len(), 11);
+    assert!(grid.contains(&report["spectral_weight"].as_f64().unwrap()));
+    assert_eq!(report["clips"], 14, "one validation speaker's clips");
+    let config = read("config.json");
+    assert_eq!(config["model"]["kind"], "fusion-concat");
+    assert_eq!(config["model"]["classifier_hidden"], 0);
+
+    let clip = shared_data().join(golden_index("whisper")["clips"]["ravdess"].as_str().unwrap());
+    let clip = clip.to_str().unwrap();
+    let predicted = emofuse_in(&cache, &["predict", "--model", model.to_str().unwrap(), clip, "--json"]);
+    assert!(
+        predicted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&predicted.stderr)
+    );
+    let why = dir.path().join("why");
+    let explained = emofuse_in(
+        &cache,
+        &[
+            "explain",
+            clip,
+            "--model",
+            model.to_str().unwrap(),
+            "--json",
+            "--out",
+            why.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        explained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    let e: Value = serde_json::from_slice(&explained.stdout).unwrap();
+    let gap = e[0]["streams"]["efficiency_gap"].as_f64().unwrap();
+    assert!(gap.abs() < 1e-5, "stream SHAP adds up (gap {gap})");
 }

@@ -325,6 +325,19 @@ impl TrainingProgress {
                     grid.join(", ")
                 );
             }
+            Event::LateFusion(report) => {
+                let grid: Vec<String> = report
+                    .grid
+                    .iter()
+                    .map(|score| format!("{} {:.3}", score.spectral_weight, score.nll))
+                    .collect();
+                return eprintln!(
+                    "late fusion: spectral weight {} chosen on {} validation clips (NLL by weight: {})",
+                    report.spectral_weight,
+                    report.clips,
+                    grid.join(", ")
+                );
+            }
             Event::Warning(warning) => return eprintln!("warning: {warning}"),
         };
         let bar = self.stages.entry(stage).or_insert_with(|| progress_bar(0, stage));
@@ -355,10 +368,18 @@ fn experiment_config(options: &TrainOptions) -> Result<ExperimentConfig> {
     model.temporal.layers = options.temporal_layers;
     model.temporal.pooling = options.temporal_pooling;
     if options.temporal_pooling == TemporalPooling::Mean {
-        // A linear probe: fitted on the frozen encoder's pooled states, with a linear classifier.
-        if options.model != ModelKind::Temporal || model.temporal.backbone.is_trained() {
+        // A linear probe: fitted on the frozen encoder's pooled states, with a
+        // linear classifier; alone, or fused late with a spectral stream
+        // whose classifier is linear too.
+        let probe_model = matches!(options.model, ModelKind::Temporal | ModelKind::FusionConcat);
+        if !probe_model || model.temporal.backbone.is_trained() {
             bail!(
-                "--temporal-pooling mean fits a linear probe on a frozen encoder: it needs --model temporal and a pretrained --backbone (not scratch or --finetune)"
+                "--temporal-pooling mean fits a linear probe on a frozen encoder: it needs --model temporal (or fusion-concat, the probe fused late with the spectral stream) and a pretrained --backbone (not scratch or --finetune)"
+            );
+        }
+        if options.model == ModelKind::FusionConcat && options.validation <= 0.0 {
+            bail!(
+                "--model fusion-concat --temporal-pooling mean chooses the spectral stream's weight on validation speakers: give --validation a share above 0"
             );
         }
         model.classifier_hidden = 0;

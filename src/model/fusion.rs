@@ -4,7 +4,7 @@
 //! `fusion-concat` (`[e_s; e_t]`) and `fusion-gated`
 //! (`g = σ(W[e_s; e_t] + b)`, `e = g ⊙ e_s + (1 − g) ⊙ e_t`, with `g` returned).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
@@ -252,6 +252,36 @@ impl EmotionModel {
         }
     }
 
+    /// Two single-stream models with linear classifiers fused late, as one
+    /// [`ModelKind::FusionConcat`] model with a linear classifier: its logits
+    /// are `w · spectral logits + (1 − w) · temporal logits` (`w` =
+    /// `spectral_weight`), which a linear map of `[e_s; e_t]` computes
+    /// exactly, so every consumer of a fusion model reads it as one.
+    pub fn late_fusion(spectral: EmotionModel, temporal: EmotionModel, spectral_weight: f64) -> EmotionModel {
+        assert!(
+            spectral.classifier.hidden.is_none() && temporal.classifier.hidden.is_none(),
+            "late fusion mixes linear classifiers"
+        );
+        let w = spectral_weight as f32;
+        let (s, t) = (spectral.classifier.output, temporal.classifier.output);
+        let mut output = t.clone();
+        output.weight = Param::from_tensor(Tensor::cat(vec![s.weight.val() * w, t.weight.val() * (1.0 - w)], 0));
+        output.bias = match (s.bias, t.bias) {
+            (Some(b_s), Some(b_t)) => Some(Param::from_tensor(b_s.val() * w + b_t.val() * (1.0 - w))),
+            _ => unreachable!("both classifiers are built with a bias"),
+        };
+        EmotionModel {
+            spectral: spectral.spectral,
+            temporal: temporal.temporal,
+            gate: None,
+            classifier: Classifier {
+                hidden: None,
+                dropout: temporal.classifier.dropout,
+                output,
+            },
+        }
+    }
+
     /// Fusion and classifier from the streams' pooled embeddings (each
     /// `[batch, d]`): what stream-level explanations re-run with an embedding
     /// replaced.
@@ -267,5 +297,45 @@ impl EmotionModel {
             (None, None, _) => unreachable!("a model has at least one stream"),
         };
         (self.classifier.forward(fused), gate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::wav2vec2::Wav2Vec2Config;
+    use burn::tensor::Distribution;
+
+    fn linear_model(kind: ModelKind, device: &Device) -> EmotionModel {
+        let backbone = BackboneConfig::Scratch {
+            encoder: Wav2Vec2Config::small(),
+        };
+        let mut config = EmotionModelConfig::new(kind, backbone, 8, 0.0, 0.0);
+        config.classifier_hidden = 0;
+        config.n_classes = 3;
+        config.init(None, device)
+    }
+
+    #[test]
+    fn a_late_fusion_gives_the_weighted_sum_of_its_streams_logits() {
+        let device = Device::flex();
+        device.seed(3);
+        let spectral = linear_model(ModelKind::Spectral, &device);
+        let temporal = linear_model(ModelKind::Temporal, &device);
+        let e_s = Tensor::<2>::random([4, 8], Distribution::Normal(0.0, 1.0), &device);
+        let e_t = Tensor::<2>::random([4, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (alone_s, _) = spectral.head(Some(e_s.clone()), None);
+        let (alone_t, _) = temporal.head(None, Some(e_t.clone()));
+        let fused = EmotionModel::late_fusion(spectral, temporal, 0.3);
+        let (logits, gate) = fused.head(Some(e_s), Some(e_t));
+        assert!(gate.is_none());
+        let expected: Vec<f32> = (alone_s * 0.3 + alone_t * 0.7).into_data().try_to_vec().unwrap();
+        let found: Vec<f32> = logits.into_data().try_to_vec().unwrap();
+        let worst = expected
+            .iter()
+            .zip(&found)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-5, "max difference {worst}");
     }
 }

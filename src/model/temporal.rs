@@ -259,7 +259,9 @@ pub enum TemporalPooling {
     /// the encoder gives them (not normalised per frame: their scale is
     /// information), standardised per feature with the training clips'
     /// statistics, not projected. The classifier on it is linear and fitted
-    /// as a logistic regression (`train::probe`), not trained by epochs.
+    /// as a logistic regression (`train::probe`), not trained by epochs. In a
+    /// `fusion-concat` model the probe is fused late with a spectral stream
+    /// whose classifier is linear too (`train::late_fusion`).
     Mean,
 }
 

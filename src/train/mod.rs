@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod config;
+pub mod late_fusion;
 mod loss;
 pub mod probe;
 
@@ -116,6 +117,8 @@ pub enum Event {
     },
     /// The linear probe's strength was chosen (a [`TemporalPooling::Mean`] model).
     Probe(probe::ProbeReport),
+    /// A late fusion's spectral weight was chosen on the validation clips.
+    LateFusion(late_fusion::LateFusionReport),
     /// Something the user should know that does not stop the run.
     Warning(String),
 }
