@@ -249,6 +249,8 @@ struct Problem {
     /// curvature bound `½ [X 1]ᵀ diag(s/n) [X 1]` (see [`curvature_bound`]).
     basis: Tensor<2>,
     curvature: Tensor<2>,
+    /// The bound's curvature outside the basis's span: the floor.
+    unspanned: f32,
     /// The largest gradient entry at zero weights: what convergence is measured against.
     reference: f32,
 }
@@ -275,7 +277,11 @@ impl Problem {
             .map(|&i| 1.0 / (present * counts[data.labels[i]]) as f32)
             .collect();
         let sample_weights = Tensor::<1>::from_data(TensorData::new(sample_weights, [n]), device).unsqueeze_dim::<2>(1);
-        let (basis, curvature) = curvature_bound(x.clone() * sample_weights.clone().sqrt(), device)?;
+        let CurvatureBound {
+            basis,
+            curvature,
+            unspanned,
+        } = curvature_bound(x.clone() * sample_weights.clone().sqrt(), device)?;
         let mut penalised = vec![1.0f32; d + 1];
         penalised[d] = 0.0;
         let mut problem = Problem {
@@ -287,6 +293,7 @@ impl Problem {
             penalised: Tensor::from_data(TensorData::new(penalised, [d + 1, 1]), device),
             basis,
             curvature,
+            unspanned,
             reference: 0.0,
         };
         problem.reference = largest(problem.gradient(&Tensor::zeros([d + 1, k], device), 0.0));
@@ -311,12 +318,14 @@ impl Problem {
         let k = self.targets.dims()[1];
         let decay = (1.0 / (c * n as f64)) as f32;
         // The bound's Hessian plus the decay (on the bias too, which only
-        // loosens the bound), inverted in its eigenbasis.
-        let inverse = (self.curvature.clone() + decay).recip();
+        // loosens the bound), inverted in its eigenbasis; the part of a
+        // gradient outside the basis's span sees the floor's curvature:
+        // `B (Bᵀg ⊙ inverse) + (g − B Bᵀg) · u` in one product.
+        let unspanned_inverse = 1.0 / (self.unspanned + decay);
+        let inverse = (self.curvature.clone() + decay).recip() - unspanned_inverse;
         let newton_step = |gradient: Tensor<2>| {
-            self.basis
-                .clone()
-                .matmul(self.basis.clone().transpose().matmul(gradient) * inverse.clone())
+            let coordinates = self.basis.clone().transpose().matmul(gradient.clone());
+            self.basis.clone().matmul(coordinates * inverse.clone()) + gradient * unspanned_inverse
         };
         let mut w = start.unwrap_or_else(|| Tensor::zeros([columns, k], &self.x.device()));
         let mut look = w.clone();
@@ -369,15 +378,26 @@ fn largest(t: Tensor<2>) -> f32 {
 /// curvature, and a step there would overshoot.
 const CURVATURE_FLOOR: f64 = 1e-6;
 
-/// The eigenvectors `[m, r]` and eigenvalues `[r, 1]` of `½ AᵀA`, for `A`
-/// `[n, m]`. With fewer rows than columns they come from the smaller
-/// `AAᵀ = U M Uᵀ`, as `Aᵀu / √μ` with `λ = μ / 2`, and only `A`'s row space
-/// is spanned: every iterate stays in it (a gradient is made of the rows and
-/// of the weights themselves; the bias's axis is the rows' mean, as the
-/// features are centred), so the other directions never move. That form is
-/// computed in f64, since `1 / √μ` magnifies the error of a small `μ`'s
+/// `½ AᵀA` in its eigenbasis (see [`curvature_bound`]).
+struct CurvatureBound {
+    /// `[m, r]`.
+    basis: Tensor<2>,
+    /// `[r, 1]`, floored.
+    curvature: Tensor<2>,
+    /// The floor, which bounds the curvature of every direction the basis misses.
+    unspanned: f32,
+}
+
+/// The eigenvectors and eigenvalues of `½ AᵀA`, for `A` `[n, m]`. With fewer
+/// rows than columns they come from the smaller `AAᵀ = U M Uᵀ`, as
+/// `Aᵀu / √μ` with `λ = μ / 2`, and only `A`'s row space is spanned, where
+/// the gradient lies in exact arithmetic. In f32 a small part of it can fall
+/// outside (in one inner fold of RAVDESS, 1.2e-4 of the starting gradient:
+/// above the tolerance, so the fit never converged), which no step along the
+/// basis removes; steps there see the floor's curvature. That form
+/// is computed in f64, since `1 / √μ` magnifies the error of a small `μ`'s
 /// eigenvector (the noisy copies of a clip make many).
-fn curvature_bound(a: Tensor<2>, device: &Device) -> Result<(Tensor<2>, Tensor<2>), FitError> {
+fn curvature_bound(a: Tensor<2>, device: &Device) -> Result<CurvatureBound, FitError> {
     let [n, m] = a.dims();
     let (basis, halved): (faer::Mat<f64>, Vec<f64>) = if n < m {
         let values: Vec<f32> = a.into_data().try_into_vec().expect("f32 rows");
@@ -406,10 +426,11 @@ fn curvature_bound(a: Tensor<2>, device: &Device) -> Result<(Tensor<2>, Tensor<2
     let floor = CURVATURE_FLOOR * halved.iter().copied().fold(0.0f64, f64::max);
     let curvature: Vec<f32> = halved.iter().map(|l| (l.max(0.0) + floor) as f32).collect();
     let basis: Vec<f32> = (0..m * r).map(|e| basis[(e / r, e % r)] as f32).collect();
-    Ok((
-        Tensor::from_data(TensorData::new(basis, [m, r]), device),
-        Tensor::from_data(TensorData::new(curvature, [r, 1]), device),
-    ))
+    Ok(CurvatureBound {
+        basis: Tensor::from_data(TensorData::new(basis, [m, r]), device),
+        curvature: Tensor::from_data(TensorData::new(curvature, [r, 1]), device),
+        unspanned: floor as f32,
+    })
 }
 
 impl Fitted {
