@@ -85,6 +85,14 @@ pub struct ProbeReport {
     pub grid: Vec<(f64, f64)>,
 }
 
+impl Origins<'_> {
+    /// Whether the rows come from more than one speaker, so that inner folds
+    /// can be speaker-grouped.
+    fn several_speakers(&self) -> bool {
+        self.speakers.iter().any(|&s| s != self.speakers[0])
+    }
+}
+
 impl ProbeData<'_> {
     fn n(&self) -> usize {
         self.labels.len()
@@ -135,7 +143,6 @@ pub fn fit(data: &ProbeData, device: &Device) -> Result<Probe, FitError> {
         .reduce(|best, g| if grid[g].1 > grid[best].1 { g } else { best })
         .expect("C_GRID is not empty");
     let c = grid[best].0;
-    let speaker_grouped = data.origins.speakers.iter().any(|&s| s != data.origins.speakers[0]);
     let problem = Problem::new(data, &all, device)?;
     let model = problem.fitted(problem.solve(c, None));
     Ok(Probe {
@@ -148,7 +155,7 @@ pub fn fit(data: &ProbeData, device: &Device) -> Result<Probe, FitError> {
             inner_folds: folds.len(),
             grid,
         },
-        out_of_fold: speaker_grouped.then(|| out_of_fold.swap_remove(best)),
+        out_of_fold: data.origins.several_speakers().then(|| out_of_fold.swap_remove(best)),
     })
 }
 
@@ -158,10 +165,7 @@ pub fn fit(data: &ProbeData, device: &Device) -> Result<Probe, FitError> {
 /// each with all its noisy copies (else a copy in another fold would score
 /// its own recording, and every `C` would look perfect).
 fn inner_folds(data: &ProbeData) -> Vec<Vec<usize>> {
-    let mut speakers: Vec<&str> = data.origins.speakers.to_vec();
-    speakers.sort_unstable();
-    speakers.dedup();
-    if speakers.len() < 2 {
+    if !data.origins.several_speakers() {
         let recordings = data
             .origins
             .sources
@@ -181,6 +185,9 @@ fn inner_folds(data: &ProbeData) -> Vec<Vec<usize>> {
         }
         return folds;
     }
+    let mut speakers: Vec<&str> = data.origins.speakers.to_vec();
+    speakers.sort_unstable();
+    speakers.dedup();
     let mut sizes: Vec<(usize, &str)> = speakers
         .iter()
         .map(|&s| (data.origins.speakers.iter().filter(|&&t| t == s).count(), s))
