@@ -228,7 +228,7 @@ pub enum ExperimentError {
     #[error("teacher {}: {problem}", dir.display())]
     Teacher { dir: PathBuf, problem: String },
     #[error(
-        "a late fusion (--model fusion-concat --temporal-pooling mean) chooses its spectral weight on validation speakers, and {split} has none: give --validation a share above 0, with at least two training speakers"
+        "a late fusion (--model fusion-concat --temporal-pooling mean) chooses its spectral weight on validation speakers apart from the training ones, and {split} has none: give --validation a share above 0, with at least two training speakers"
     )]
     NoValidationSpeakers { split: String },
     #[error("interrupted: the checkpoint is saved")]
@@ -474,9 +474,6 @@ impl SplitRun<'_> {
         let no_validation = || ExperimentError::NoValidationSpeakers {
             split: self.split.name.clone(),
         };
-        if data.validation.examples.is_empty() {
-            return Err(no_validation());
-        }
         let examples: Vec<Example> = data
             .train
             .examples
@@ -485,6 +482,11 @@ impl SplitRun<'_> {
             .cloned()
             .collect();
         let clips: Vec<&Clip> = data.train.clips.iter().chain(&data.validation.clips).copied().collect();
+        // With one speaker, the validation clips are that speaker's own.
+        let several_speakers = clips.iter().any(|clip| clip.speaker != clips[0].speaker);
+        if data.validation.examples.is_empty() || !several_speakers {
+            return Err(no_validation());
+        }
         let (temporal, probe) = fit_probe(&examples, &clips, on_event)?;
         let out_of_fold = probe.out_of_fold.ok_or_else(no_validation)?;
 

@@ -432,7 +432,8 @@ fn a_probe_teacher_labels_from_the_hidden_states_it_cached() {
 /// `--model fusion-concat` with the probe's flags fits the probe, trains the
 /// spectral stream, chooses the spectral weight on the validation speaker and
 /// saves one fusion model with a linear classifier, which predicts and
-/// explains like any other; without validation speakers it is refused.
+/// explains like any other; without validation speakers (none asked for, or
+/// only one speaker) it is refused.
 #[test]
 fn a_probe_fuses_late_with_the_spectral_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,6 +461,14 @@ fn a_probe_fuses_late_with_the_spectral_stream() {
         emofuse_in(&cache, &args)
     };
     one_line_error(&train("0"), "--validation");
+    let rows = std::fs::read_to_string(&manifest).unwrap();
+    let one_speaker: Vec<&str> = rows
+        .lines()
+        .filter(|row| !row.ends_with(",2") && !row.ends_with(",3") && !row.ends_with(",4"))
+        .collect();
+    std::fs::write(&manifest, one_speaker.join("\n") + "\n").unwrap();
+    one_line_error(&train("0.25"), "validation speakers apart from the training ones");
+    std::fs::write(&manifest, rows).unwrap();
 
     let trained = train("0.25");
     let stderr = String::from_utf8_lossy(&trained.stderr);
