@@ -200,7 +200,7 @@ impl Reliability {
 pub fn fit_temperature(probabilities: &[f32], truth: &[usize], n_classes: usize) -> f32 {
     let logits: Vec<f64> = probabilities
         .iter()
-        .map(|&p| f64::from(p.max(f32::MIN_POSITIVE)).ln())
+        .map(|&p| crate::infer::log_probability(p))
         .collect();
     let nll = |log_t: f64| {
         let inverse = (-log_t).exp();

@@ -529,15 +529,26 @@ pub fn with_temperature(probabilities: &[f32], n_classes: usize, temperature: f3
     if temperature == 1.0 {
         return probabilities.to_vec();
     }
-    let mut out = Vec::with_capacity(probabilities.len());
-    for row in probabilities.chunks_exact(n_classes) {
-        let scaled: Vec<f64> = row
-            .iter()
-            .map(|&p| f64::from(p.max(f32::MIN_POSITIVE)).ln() / f64::from(temperature))
-            .collect();
-        let top = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = scaled.iter().map(|s| (s - top).exp()).sum();
-        out.extend(scaled.iter().map(|s| ((s - top).exp() / sum) as f32));
+    softmax_rows(probabilities.len() / n_classes, n_classes, |row, class| {
+        log_probability(probabilities[row * n_classes + class]) / f64::from(temperature)
+    })
+}
+
+/// A probability's natural log, the probability floored at the smallest
+/// normal f32 so that a 0 gives a finite log.
+pub fn log_probability(p: f32) -> f64 {
+    f64::from(p.max(f32::MIN_POSITIVE)).ln()
+}
+
+/// `[rows][classes]` probabilities: the softmax of each row's
+/// `score(row, class)`, in f64.
+pub fn softmax_rows(rows: usize, n_classes: usize, score: impl Fn(usize, usize) -> f64) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * n_classes);
+    for row in 0..rows {
+        let scores: Vec<f64> = (0..n_classes).map(|class| score(row, class)).collect();
+        let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = scores.iter().map(|s| (s - top).exp()).sum();
+        out.extend(scores.iter().map(|s| ((s - top).exp() / sum) as f32));
     }
     out
 }

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::eval::{self, Metrics, argmax_rows};
+use crate::infer::{self, log_probability};
 
 /// Where a run writes its [`LateFusionReport`].
 pub const REPORT_FILE: &str = "late-fusion.json";
@@ -43,19 +44,10 @@ pub struct WeightScore {
 /// log-partition is a constant the softmax drops.
 pub fn mix(temporal: &[f32], spectral: &[f32], spectral_weight: f64, n_classes: usize) -> Vec<f32> {
     assert_eq!(temporal.len(), spectral.len(), "both streams score the same clips");
-    let log = |p: f32| f64::from(p.max(f32::MIN_POSITIVE)).ln();
-    let mut out = Vec::with_capacity(temporal.len());
-    for (t, s) in temporal.chunks_exact(n_classes).zip(spectral.chunks_exact(n_classes)) {
-        let mixed: Vec<f64> = t
-            .iter()
-            .zip(s)
-            .map(|(&t, &s)| (1.0 - spectral_weight) * log(t) + spectral_weight * log(s))
-            .collect();
-        let top = mixed.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = mixed.iter().map(|m| (m - top).exp()).sum();
-        out.extend(mixed.iter().map(|m| ((m - top).exp() / sum) as f32));
-    }
-    out
+    infer::softmax_rows(temporal.len() / n_classes, n_classes, |row, class| {
+        let i = row * n_classes + class;
+        (1.0 - spectral_weight) * log_probability(temporal[i]) + spectral_weight * log_probability(spectral[i])
+    })
 }
 
 /// The spectral weight whose mix of the two streams' held-out probabilities
@@ -71,7 +63,7 @@ pub fn choose_spectral_weight(
     for w in SPECTRAL_WEIGHTS {
         let mixed = mix(temporal, spectral, w, n_classes);
         let temperature = eval::fit_temperature(&mixed, truth, n_classes);
-        let calibrated = crate::infer::with_temperature(&mixed, n_classes, temperature);
+        let calibrated = infer::with_temperature(&mixed, n_classes, temperature);
         let nll = mean_nll(&calibrated, truth, n_classes);
         let ua = Metrics::compute(truth, &argmax_rows(&mixed, n_classes), n_classes).ua;
         if best.is_none_or(|(_, _, lowest)| nll < lowest) {
@@ -96,7 +88,7 @@ fn mean_nll(probabilities: &[f32], truth: &[usize], n_classes: usize) -> f64 {
     let total: f64 = probabilities
         .chunks_exact(n_classes)
         .zip(truth)
-        .map(|(row, &t)| -f64::from(row[t].max(f32::MIN_POSITIVE)).ln())
+        .map(|(row, &t)| -log_probability(row[t]))
         .sum();
     total / truth.len().max(1) as f64
 }
