@@ -355,10 +355,11 @@ impl SplitRun<'_> {
             // A probe is fitted on pooled embeddings; calibrated, without
             // validation speakers, on its inner folds' out-of-fold predictions.
             let (outcome, probe) = fit_probe(&train.examples, &train.clips, on_event)?;
-            let truth = || train.examples.iter().map(|e| e.label).collect();
-            let held_out = match validation.examples.is_empty() {
-                true => probe.out_of_fold.map(|probabilities| (probabilities, truth())),
-                false => None,
+            let held_out = if validation.examples.is_empty() {
+                let truth = train.examples.iter().map(|e| e.label).collect();
+                probe.out_of_fold.map(|probabilities| (probabilities, truth))
+            } else {
+                None
             };
             (outcome, held_out)
         } else {
