@@ -335,24 +335,7 @@ fn models_on_whisper_base_name_it_by_checksum() {
     let output = predict(model.to_str().unwrap());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let why = dir.path().join("why");
-    let explained = emofuse_in(
-        &cache,
-        &[
-            "explain",
-            clip,
-            "--model",
-            model.to_str().unwrap(),
-            "--json",
-            "--out",
-            why.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        explained.status.success(),
-        "{}",
-        String::from_utf8_lossy(&explained.stderr)
-    );
-    let e: Value = serde_json::from_slice(&explained.stdout).unwrap();
+    let e = explain_json(&cache, &model, clip, &why);
     let gap = e[0]["time_segments"]["efficiency_gap"].as_f64().unwrap();
     assert!(gap.abs() < 1e-5, "time-segment SHAP adds up (gap {gap})");
     assert!(why.join("explanation.png").is_file());
@@ -378,6 +361,29 @@ fn models_on_whisper_base_name_it_by_checksum() {
         &["explain", "--model", "whisper", clip, "--out", out.to_str().unwrap()],
     );
     one_line_error(&explained, "scripts/get-whisper-base.sh");
+}
+
+/// `emofuse explain --json` of `clip` by `model`, pictures in `out`: its JSON, after checking it succeeded.
+fn explain_json(cache: &Path, model: &Path, clip: &str, out: &Path) -> Value {
+    let model = model.to_str().unwrap();
+    let explained = emofuse_in(
+        cache,
+        &[
+            "explain",
+            clip,
+            "--model",
+            model,
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        explained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    serde_json::from_slice(&explained.stdout).unwrap()
 }
 
 /// The flags of a linear probe on whisper-base.
@@ -499,24 +505,7 @@ fn a_probe_fuses_late_with_the_spectral_stream() {
         String::from_utf8_lossy(&predicted.stderr)
     );
     let why = dir.path().join("why");
-    let explained = emofuse_in(
-        &cache,
-        &[
-            "explain",
-            clip,
-            "--model",
-            model.to_str().unwrap(),
-            "--json",
-            "--out",
-            why.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        explained.status.success(),
-        "{}",
-        String::from_utf8_lossy(&explained.stderr)
-    );
-    let e: Value = serde_json::from_slice(&explained.stdout).unwrap();
+    let e = explain_json(&cache, &model, clip, &why);
     let gap = e[0]["streams"]["efficiency_gap"].as_f64().unwrap();
     assert!(gap.abs() < 1e-5, "stream SHAP adds up (gap {gap})");
 }
